@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - create .venv, install langkit, run the whole pipeline on the built-in demo
+#   make test   - create .venv, install langkit, lint (ruff), type-check (mypy), run the tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; a GPU machine can pass e.g. TORCH_SPEC="torch==2.13.0" with its CUDA index.
+TORCH_SPEC ?= torch==2.13.0
+DEMO_OUT ?= runs/demo
+
+# Nothing in the demo or the tests needs the network: the gpt-oss tokenizer is rebuilt offline.
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY = 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test lint typecheck pytest clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/langkit run configs/demo.yaml --out $(DEMO_OUT)
+
+lint: install
+	$(VENV)/bin/ruff check langkit tests scripts
+
+typecheck: install
+	$(VENV)/bin/mypy langkit
+
+pytest: install
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

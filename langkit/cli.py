@@ -1,0 +1,191 @@
+"""The ``langkit`` command line: parse, load the config, call the stage. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from langkit.config import ConfigError, RunConfig, load_config
+from langkit.utils import setup_logging
+
+
+def _add_config_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+    p.add_argument("config", help="YAML run config (see configs/demo.yaml)")
+    p.add_argument(
+        "--out", required=out_required, help="run directory (each stage writes its own folder inside it)"
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=2")
+
+
+def _load(args: argparse.Namespace) -> RunConfig:
+    return load_config(args.config, args.overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="langkit",
+        description="Adapt gpt-oss to Wolof, Baoulé, Swahili and Lingala: corpus -> tokenizer -> train -> eval -> publish.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run all five stages in order into one run directory")
+    _add_config_args(p, out_required=False)
+    p.add_argument("--stages", default="corpus,tokenizer,train,eval,publish", help="comma-separated subset, in order")
+
+    corpus = sub.add_parser("corpus", help="stage 1: build the dataset from the configured sources")
+    corpus_sub = corpus.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _add_config_args(corpus_sub.add_parser("build", help="read, normalize, deduplicate, split, write parquet"))
+
+    tok = sub.add_parser("tokenizer", help="stage 2: measure and extend the gpt-oss tokenizer")
+    tok_sub = tok.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _add_config_args(tok_sub.add_parser("build", help="the pipeline step: extend on the run's corpus"))
+    p = tok_sub.add_parser("extend", help="extend a tokenizer with BPE merges learned from text files")
+    p.add_argument("--budget", type=int, required=True, help="number of new tokens, shared across languages")
+    p.add_argument("--text", action="append", required=True, metavar="LANG:PATH", help="e.g. wol_Latn:wol.txt")
+    p.add_argument("--out", required=True, help="output tokenizer folder")
+    p.add_argument("--base", default="openai/gpt-oss-20b", help="base tokenizer: folder or Hub id")
+    p.add_argument("--min-frequency", type=int, default=2, help="least count of a pair to become a token")
+    p = tok_sub.add_parser("stats", help="lines, words, characters, tokens, tokens/word, chars/token")
+    p.add_argument("--tokenizer", default="openai/gpt-oss-20b", help="tokenizer folder or Hub id")
+    p.add_argument("--text", action="append", required=True, metavar="LANG:PATH", help="e.g. wol_Latn:wol.txt")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    _add_config_args(sub.add_parser("train", help="stage 3: LoRA fine-tuning of gpt-oss"))
+    _add_config_args(sub.add_parser("eval", help="stage 4: translate the test split, chrF++/BLEU, human sheet"))
+
+    pub = sub.add_parser("publish", help="stage 5: release folder, push to a Hub, verify downloads")
+    pub_sub = pub.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = pub_sub.add_parser("build", help="write release/ (adapter, tokenizer, model card, manifest)")
+    _add_config_args(p)
+    p.add_argument("--push", metavar="REPO_ID", help="also upload the release to this Hub repository")
+    p = pub_sub.add_parser("push", help="upload a release folder (HF_ENDPOINT picks the server)")
+    p.add_argument("release", help="release folder")
+    p.add_argument("repo_id", help="org/name")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--tag", default="", help="tag the pushed commit")
+    p = pub_sub.add_parser("verify", help="check a release folder against its manifest.json")
+    p.add_argument("release", help="release folder")
+    p = pub_sub.add_parser("download", help="download a release from a Hub and verify it")
+    p.add_argument("repo_id", help="org/name")
+    p.add_argument("--out", required=True, help="destination folder")
+    p.add_argument("--revision", default=None, help="branch, tag or commit")
+    return parser
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    cells = [[str(r[c]) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(row, widths, strict=True))))
+
+
+def _tokenizer_stats(args: argparse.Namespace) -> None:
+    from langkit.tokenizer import fertility, load_base_tokenizer, parse_text_args, read_lines
+
+    tokenizer = load_base_tokenizer(args.tokenizer)
+    rows = []
+    for language, path in parse_text_args(args.text):
+        d = fertility(tokenizer, read_lines(path), language, str(path)).to_dict()
+        rows.append(d)
+    if args.json:
+        print(json.dumps({"tokenizer": args.tokenizer, "vocab_size": len(tokenizer), "files": rows}, indent=2))
+    else:
+        print(f"tokenizer: {args.tokenizer} ({len(tokenizer)} ids)")
+        _print_table(rows, ["language", "path", "lines", "words", "characters", "tokens", "tokens_per_word", "chars_per_token"])
+
+
+def _tokenizer_extend(args: argparse.Namespace) -> None:
+    from langkit.tokenizer import extend_tokenizer, load_base_tokenizer, parse_text_args, read_lines
+
+    texts: dict[str, list[str]] = {}
+    for language, path in parse_text_args(args.text):
+        texts.setdefault(language, []).extend(read_lines(path))
+    tokenizer, new_tokens = extend_tokenizer(
+        load_base_tokenizer(args.base), texts, args.budget, args.out, min_frequency=args.min_frequency
+    )
+    print(f"wrote {args.out}: {len(tokenizer)} ids ({len(new_tokens)} new; list in {Path(args.out) / 'new_tokens.json'})")
+
+
+def _describe_run(root: Path) -> None:
+    print(f"\nRun directory: {root.resolve()}")
+    descriptions = {
+        "config.yaml": "the resolved config this run used",
+        "corpus": "dataset/{train,dev,test}.parquet, stats.json, dropped/quarantined records",
+        "tokenizer": "tokenizer/ (extended gpt-oss tokenizer + new_tokens.json), stats.json (fertility)",
+        "train": "adapter/ (LoRA, safetensors), checkpoints/, train_log.jsonl, metadata.json",
+        "eval": "report.json / report.md (chrF++, BLEU, signatures), human_eval.csv + key",
+        "release": "adapter + tokenizer + README.md model card + manifest.json (verify with langkit publish verify)",
+    }
+    for name, text in descriptions.items():
+        if (root / name).exists():
+            print(f"  {name:<12} {text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.quiet:
+        os.environ["LANGKIT_NO_PROGRESS"] = "1"
+    setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    try:
+        return _dispatch(args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"langkit: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from langkit import pipeline
+
+    if args.command == "run":
+        cfg = _load(args)
+        out = args.out or pipeline.default_run_dir(cfg)
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+        run_dir = pipeline.run_pipeline(cfg, out, stages)
+        _describe_run(run_dir.root)
+    elif args.command in ("train", "eval"):
+        print(pipeline.run_stage(args.command, _load(args), args.out))
+    elif args.command == "corpus":
+        print(pipeline.run_stage("corpus", _load(args), args.out))
+    elif args.command == "tokenizer":
+        if args.action == "build":
+            print(pipeline.run_stage("tokenizer", _load(args), args.out))
+        elif args.action == "extend":
+            _tokenizer_extend(args)
+        else:
+            _tokenizer_stats(args)
+    elif args.command == "publish":
+        return _publish(args)
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from langkit import pipeline, publish
+
+    if args.action == "build":
+        cfg = _load(args)
+        if args.push:
+            cfg.publish.repo_id = args.push
+        print(pipeline.run_stage("publish", cfg, args.out))
+    elif args.action == "push":
+        print(publish.push_release(Path(args.release), args.repo_id, private=args.private, tag=args.tag))
+    elif args.action == "verify":
+        report = publish.verify_release(Path(args.release))
+        print(report.summary())
+        return 0 if report.ok else 1
+    elif args.action == "download":
+        report = publish.download_release(args.repo_id, Path(args.out), revision=args.revision)
+        print(report.summary())
+        return 0 if report.ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

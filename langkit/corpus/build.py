@@ -1,0 +1,293 @@
+"""Build the corpus: read the sources, normalize, drop, split, write the dataset and its counts.
+
+Each record is read once and ends in exactly one place: kept (then in one split), dropped (with a
+reason, in ``dropped.jsonl``) or quarantined (malformed input, with file, line and reason, in
+``quarantine.jsonl``); ``read == kept + dropped + quarantined`` is checked for every source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+import unicodedata
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from langkit.config import SourceConfig
+from langkit.corpus.readers import Record, read_source, source_name
+from langkit.utils import get_logger, progress, write_json
+
+log = get_logger("corpus")
+
+SPLITS = ("train", "dev", "test")
+DROP_REASONS = ("empty", "duplicate")
+COLUMNS = ("id", "language", "text", "pivot_language", "pivot_text", "source", "license", "file", "line")
+"""The columns of every split, in order; ``line`` is an int, every other column a str."""
+
+
+@dataclass(slots=True)
+class Example:
+    """A kept record with its provenance: one row of a split."""
+
+    id: str
+    language: str
+    text: str
+    pivot_language: str
+    pivot_text: str
+    source: str
+    license: str
+    file: str
+    line: int
+
+    def row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in COLUMNS}
+
+
+def normalize(text: str) -> str:
+    """Unicode NFC (one code point for é, ë, ɔ́ where one exists) without surrounding whitespace."""
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def _dedup_key(language: str, text: str, pivot: str) -> bytes:
+    # A 16-byte digest per kept record instead of the strings: the seen-set stays small.
+    return hashlib.blake2b("\x00".join((language, text, pivot)).encode("utf-8"), digest_size=16).digest()
+
+
+def _umask_mode(path: str) -> None:
+    # mkstemp creates 0600 files; give the output the usual permissions (0666 less the umask).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+@contextmanager
+def _atomic_jsonl(path: Path) -> Iterator[IO[str]]:
+    """A text file written line by line under a temporary name, renamed into place on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+        _umask_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_jsonl_line(f: IO[str], data: dict[str, Any]) -> None:
+    f.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+def write_split(path: Path, examples: list[Example]) -> None:
+    """Write one split as parquet with the fixed schema, atomically (temp file, then os.replace)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(name, pa.int64() if name == "line" else pa.string()) for name in COLUMNS])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # An empty split is written with no row group at all: a zero-row group makes datasets'
+        # parquet reader ask pyarrow for batches of size 0, which fails.
+        with pq.ParquetWriter(tmp, schema) as writer:
+            if examples:
+                writer.write_table(pa.Table.from_pylist([e.row() for e in examples], schema=schema))
+        _umask_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def split_language(
+    examples: list[Example], language: str, dev_size: int, test_size: int, seed: int
+) -> dict[str, list[Example]]:
+    """Hold out ``test_size`` then ``dev_size`` aligned pairs, chosen by a seeded shuffle; the rest
+    (other pairs and all monolingual text) is train. Each split keeps the order records were read in."""
+    pairs = [i for i, e in enumerate(examples) if e.pivot_text]
+    # A string seed is hashed with SHA-512 by random.Random: stable across runs and Python versions,
+    # and different per language so the languages' held-out choices are not correlated.
+    random.Random(f"{seed}:{language}").shuffle(pairs)
+    if len(pairs) < dev_size + test_size:
+        log.warning(
+            "%s: only %d aligned pairs for test_size=%d + dev_size=%d; test gets %d, dev gets %d",
+            language,
+            len(pairs),
+            test_size,
+            dev_size,
+            min(test_size, len(pairs)),
+            max(0, min(dev_size, len(pairs) - test_size)),
+        )
+    test = set(pairs[:test_size])
+    dev = set(pairs[test_size : test_size + dev_size])
+    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    for i, example in enumerate(examples):
+        splits["test" if i in test else "dev" if i in dev else "train"].append(example)
+    return splits
+
+
+def build_corpus(
+    sources: list[SourceConfig],
+    languages: list[str],
+    out_dir: Path,
+    dev_size: int,
+    test_size: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Read ``sources`` (those whose language is in ``languages``), write into ``out_dir``:
+    ``dataset/{train,dev,test}.parquet``, ``stats.json``, ``dropped.jsonl`` and ``quarantine.jsonl``.
+    Returns the stats written to ``stats.json``."""
+    out_dir = Path(out_dir)
+    selected: list[SourceConfig] = []
+    for i, source in enumerate(sources):
+        source.check(f"corpus.sources[{i}]")
+        if source.language in languages:
+            selected.append(source)
+        else:
+            log.info(
+                "skipping source %s: language %s is not in this run's languages",
+                source_name(source),
+                source.language,
+            )
+    for source in selected:  # fail before reading anything, not after an hour on the first sources
+        if source.format != "hf" and not Path(source.path).is_file():
+            raise ValueError(f"corpus source {source_name(source)!r}: file not found: {source.path}")
+    names = Counter(source_name(s) for s in selected)
+    if clash := sorted(n for n, count in names.items() if count > 1):
+        raise ValueError(
+            f"corpus sources share a name ({', '.join(clash)}); set distinct `name`s (they prefix the ids)"
+        )
+
+    kept: dict[str, list[Example]] = {language: [] for language in languages}
+    seen: set[bytes] = set()
+    source_stats: list[dict[str, Any]] = []
+    with (
+        _atomic_jsonl(out_dir / "dropped.jsonl") as dropped_file,
+        _atomic_jsonl(out_dir / "quarantine.jsonl") as quarantine_file,
+    ):
+        for source in selected:
+            stats = _read_one(source, kept[source.language], seen, dropped_file, quarantine_file)
+            source_stats.append(stats)
+
+    split_examples: dict[str, list[Example]] = {name: [] for name in SPLITS}
+    language_stats: dict[str, Any] = {}
+    for language in languages:
+        examples = kept[language]
+        if not examples:
+            log.warning("%s: no text kept from any source", language)
+        per_split = split_language(examples, language, dev_size, test_size, seed)
+        for name in SPLITS:
+            split_examples[name].extend(per_split[name])
+        own = [s for s in source_stats if s["language"] == language]
+        dropped = Counter({reason: 0 for reason in DROP_REASONS})
+        for s in own:
+            dropped.update(s["dropped"])
+        pairs = sum(1 for e in examples if e.pivot_text)
+        language_stats[language] = {
+            "read": sum(s["read"] for s in own),
+            "kept": len(examples),
+            "dropped": dict(dropped),
+            "quarantined": sum(s["quarantined"] for s in own),
+            "pairs": pairs,
+            "monolingual": len(examples) - pairs,
+            "splits": {name: len(per_split[name]) for name in SPLITS},
+        }
+
+    for name in SPLITS:
+        write_split(out_dir / "dataset" / f"{name}.parquet", split_examples[name])
+    result = {
+        "languages": language_stats,
+        "sources": source_stats,
+        "splits": {name: len(split_examples[name]) for name in SPLITS},
+    }
+    write_json(out_dir / "stats.json", result)
+    log.info("corpus written to %s: %s", out_dir, ", ".join(f"{n} {len(split_examples[n])}" for n in SPLITS))
+    return result
+
+
+def _read_one(
+    source: SourceConfig,
+    kept: list[Example],
+    seen: set[bytes],
+    dropped_file: IO[str],
+    quarantine_file: IO[str],
+) -> dict[str, Any]:
+    """Read one source into ``kept``, writing its dropped and quarantined records; return its counts."""
+    name = source_name(source)
+    pivot_language = source.pivot_language if source.pivot_field else ""
+    read = quarantined = 0
+    kept_before = len(kept)
+    dropped = Counter({reason: 0 for reason in DROP_REASONS})
+    record: Record
+    for record in progress(read_source(source), desc=f"corpus: {name}"):
+        read += 1
+        where = {"source": name, "file": source.path, "line": record.line}
+        if record.error:
+            quarantined += 1
+            _write_jsonl_line(quarantine_file, {**where, "reason": record.error, "raw": record.raw})
+            continue
+        text = normalize(record.text)
+        # A paired source's row with an empty pivot still gives monolingual text.
+        pivot = normalize(record.pivot_text) if pivot_language else ""
+        reason = ""
+        if not text:
+            reason = "empty"
+        else:
+            key = _dedup_key(source.language, text, pivot)
+            if key in seen:
+                reason = "duplicate"
+            else:
+                seen.add(key)
+        if reason:
+            dropped[reason] += 1
+            _write_jsonl_line(dropped_file, {**where, "reason": reason, "text": text, "pivot_text": pivot})
+            continue
+        kept.append(
+            Example(
+                id=f"{name}:{record.line}",
+                language=source.language,
+                text=text,
+                pivot_language=pivot_language if pivot else "",
+                pivot_text=pivot,
+                source=name,
+                license=source.license,
+                file=source.path,
+                line=record.line,
+            )
+        )
+    n_kept = len(kept) - kept_before
+    if read != n_kept + sum(dropped.values()) + quarantined:  # pragma: no cover - a bug in langkit
+        raise RuntimeError(
+            f"corpus source {name}: read {read} != kept {n_kept} + dropped {dict(dropped)} + quarantined {quarantined}"
+        )
+    log.info(
+        "%s (%s, %s): read %d, kept %d, dropped %s, quarantined %d",
+        name,
+        source.format,
+        source.language,
+        read,
+        n_kept,
+        ", ".join(f"{r} {n}" for r, n in dropped.items()),
+        quarantined,
+    )
+    return {
+        "name": name,
+        "path": source.path,
+        "format": source.format,
+        "language": source.language,
+        "pivot_language": pivot_language,
+        "license": source.license,
+        "read": read,
+        "kept": n_kept,
+        "dropped": dict(dropped),
+        "quarantined": quarantined,
+    }

@@ -1,0 +1,67 @@
+"""All five stages in order, into one run directory: what ``langkit run`` and the notebook call."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from langkit.config import RunConfig, save_config
+from langkit.rundir import RunDir
+from langkit.utils import get_logger, write_json
+
+log = get_logger("pipeline")
+
+# Stage name -> module holding its ``run(cfg, run_dir) -> Path`` front door. Imported on demand, so
+# that ``langkit corpus`` does not pay for importing torch.
+STAGE_MODULES = {
+    "corpus": "langkit.corpus",
+    "tokenizer": "langkit.tokenizer",
+    "train": "langkit.train",
+    "eval": "langkit.evaluate",
+    "publish": "langkit.publish",
+}
+
+
+def stage_runner(stage: str) -> Callable[[RunConfig, RunDir], Path]:
+    if stage not in STAGE_MODULES:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_MODULES)}")
+    return importlib.import_module(STAGE_MODULES[stage]).run  # type: ignore[no-any-return]
+
+
+def default_run_dir(cfg: RunConfig, base: str | Path = "runs") -> Path:
+    return Path(base) / f"{cfg.name}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def prepare_run_dir(cfg: RunConfig, out: str | Path) -> RunDir:
+    """Create the run directory and write the resolved config into it."""
+    run_dir = RunDir(Path(out))
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir.config)
+    return run_dir
+
+
+def run_stage(stage: str, cfg: RunConfig, out: str | Path) -> Path:
+    """One stage into the run directory ``out`` (earlier stages' outputs must already be there)."""
+    run_dir = prepare_run_dir(cfg, out)
+    start = time.perf_counter()
+    log.info("stage %s -> %s", stage, run_dir.root)
+    result = stage_runner(stage)(cfg, run_dir)
+    log.info("stage %s done in %.1f s", stage, time.perf_counter() - start)
+    return result
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path, stages: Sequence[str] = tuple(STAGE_MODULES)) -> RunDir:
+    """Run ``stages`` (all five by default) in order into ``out``; write ``timings.json`` at the end."""
+    run_dir = prepare_run_dir(cfg, out)
+    timings = {}
+    for stage in stages:
+        start = time.perf_counter()
+        log.info("=== %s ===", stage)
+        stage_runner(stage)(cfg, run_dir)
+        timings[stage] = round(time.perf_counter() - start, 2)
+        log.info("%s done in %.1f s", stage, timings[stage])
+    write_json(run_dir.root / "timings.json", timings)
+    return run_dir

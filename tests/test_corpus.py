@@ -1,0 +1,416 @@
+"""The corpus stage: readers, normalization, drop and quarantine accounting, splits, parquet output."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import json
+import logging
+import re
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from langkit.config import RunConfig, SourceConfig, config_from_dict
+from langkit.corpus import COLUMNS, Record, build_corpus, read_source, run
+from langkit.rundir import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+E_ACUTE_NFD = "e\u0301"  # "é" as e + combining acute accent
+
+
+def write(path: Path, data: str | bytes) -> Path:
+    path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def tsv_source(path: Path, **kw: Any) -> SourceConfig:
+    base: dict[str, Any] = dict(
+        path=str(path), format="tsv", language="wol_Latn", name="wol-t", license="CC-BY-4.0",
+        text_field="wol_Latn", pivot_field="fra_Latn", pivot_language="fra_Latn",
+    )  # fmt: skip
+    return SourceConfig(**{**base, **kw})
+
+
+def pairs_tsv(path: Path, n: int, prefix: str = "wol") -> Path:
+    rows = "".join(f"{i}\t{prefix} text {i}\ttexte {i}\n" for i in range(1, n + 1))
+    return write(path, "id\twol_Latn\tfra_Latn\n" + rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers
+# --------------------------------------------------------------------------------------------------
+
+
+def test_text_reader_handles_bom_crlf_and_quarantines_bad_bytes(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "a.txt", b"\xef\xbb\xbfNanga def?\r\n\nJ\xebr\xebj\xebf\nBa \xc3\xabll\xc3\xabg\n"
+    )
+    records = list(read_source(SourceConfig(path=str(path), format="text", language="wol_Latn")))
+    assert [(r.text, r.line, bool(r.error)) for r in records] == [
+        ("Nanga def?", 1, False),  # BOM and CRLF gone
+        ("", 2, False),  # blank: for the builder to drop as empty, not malformed
+        ("", 3, True),  # latin-1 bytes: not UTF-8
+        ("Ba ëllëg", 4, False),
+    ]
+    assert "UTF-8" in records[2].error and "r" in records[2].raw
+
+
+def test_jsonl_reader_yields_pairs_and_flags_malformed_lines(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"id": 1, "bci": "Akwaba", "fr": "Bienvenue", "extra": 3}),
+        "{not json",
+        json.dumps({"bci": "Ɔ ti kpa"}),  # no pivot
+        json.dumps(["a", "list"]),
+        json.dumps({"bci": 7, "fr": "sept"}),
+        "",
+        json.dumps({"bci": "Mo", "fr": "Merci"}, ensure_ascii=False),
+    ]
+    path = write(tmp_path / "b.jsonl", "\n".join(lines) + "\n")
+    src = SourceConfig(
+        str(path), "jsonl", "bci_Latn", text_field="bci", pivot_field="fr", pivot_language="fra_Latn"
+    )
+    records = list(read_source(src))
+    assert [r.line for r in records] == [1, 2, 3, 4, 5, 6, 7]
+    assert (records[0].text, records[0].pivot_text, records[0].error) == ("Akwaba", "Bienvenue", "")
+    assert records[1].error.startswith("bad JSON") and records[1].raw == "{not json"
+    assert records[2].error == "missing field 'fr'"
+    assert records[3].error == "not a JSON object"
+    assert "not a string" in records[4].error
+    assert (records[5].text, records[5].error) == ("", "")
+    assert (records[6].text, records[6].pivot_text) == ("Mo", "Merci")
+
+
+def test_tsv_reader_ignores_extra_columns_and_flags_wrong_column_count(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "w.tsv",
+        "id\tnote\tfra_Latn\twol_Latn\r\n"  # CRLF header: the last column name must not keep the \r
+        "1\tx\tBonjour\tSalaam aleekum\r\n"
+        "2\tonly three\tcolumns\n"
+        "3\t\tMerci\tJërëjëf\n",
+    )
+    records = list(read_source(tsv_source(path)))
+    assert [(r.text, r.pivot_text, r.line, r.error) for r in records] == [
+        ("Salaam aleekum", "Bonjour", 2, ""),
+        ("", "", 3, "expected 4 tab-separated columns, got 3"),
+        ("Jërëjëf", "Merci", 4, ""),
+    ]
+    assert records[1].raw == "2\tonly three\tcolumns"
+
+
+def test_tsv_missing_column_is_a_config_error_naming_column_and_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "w.tsv", "id\twol_Latn\tfrench\n1\ta\tb\n")
+    with pytest.raises(ValueError, match=r"column 'fra_Latn'.*") as err:
+        list(read_source(tsv_source(path)))
+    assert str(path) in str(err.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="file not found.*nope.tsv"):
+        read_source(tsv_source(tmp_path / "nope.tsv"))
+
+
+def test_parquet_reader_streams_rows_and_flags_nulls(tmp_path: Path) -> None:
+    path = tmp_path / "p.parquet"
+    rows = [
+        {"sw": "Habari", "en": "Hello", "x": 1},
+        {"sw": None, "en": "Bye", "x": 2},
+        {"sw": "Asante", "en": "Thanks", "x": 3},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    src = SourceConfig(
+        str(path), "parquet", "swh_Latn", text_field="sw", pivot_field="en", pivot_language="eng_Latn"
+    )
+    records = list(read_source(src))
+    assert [(r.text, r.pivot_text, r.line) for r in records] == [
+        ("Habari", "Hello", 1),
+        ("", "", 2),
+        ("Asante", "Thanks", 3),
+    ]
+    assert "not a string" in records[1].error
+    with pytest.raises(ValueError, match="column 'swh'.*p.parquet|p.parquet.*column 'swh'"):
+        list(read_source(SourceConfig(str(path), "parquet", "swh_Latn", text_field="swh")))
+
+
+@pytest.fixture
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep datasets' cache (and its lock files) inside the test's tmp_path."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+    return tmp_path / "hf_cache"
+
+
+@pytest.mark.parametrize("kind", ["parquet", "jsonl"])
+def test_hf_reader_reads_a_local_dataset_folder(tmp_path: Path, kind: str, hf_cache: Path) -> None:
+    folder = tmp_path / "my_dataset"
+    (folder / "data").mkdir(parents=True)
+    rows = [
+        {"translation_sw": "Karibu", "translation_en": "Welcome"},
+        {"translation_sw": "Kwaheri", "translation_en": "Goodbye"},
+    ]
+    if kind == "parquet":
+        pq.write_table(pa.Table.from_pylist(rows), folder / "data" / "train-00000-of-00001.parquet")
+    else:
+        write(folder / "data" / "train.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    src = SourceConfig(
+        str(folder), "hf", "swh_Latn", text_field="translation_sw",
+        pivot_field="translation_en", pivot_language="eng_Latn", hf_split="train",
+    )  # fmt: skip
+    records = list(read_source(src))
+    assert [(r.text, r.pivot_text, r.line, r.error) for r in records] == [
+        ("Karibu", "Welcome", 1, ""),
+        ("Kwaheri", "Goodbye", 2, ""),
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def messy(tmp_path: Path) -> tuple[list[SourceConfig], Path]:
+    """Three small sources with every kind of mess, and one source of a language the run skips."""
+    d = tmp_path / "src"
+    d.mkdir()
+    tsv = write(
+        d / "wol.tsv",
+        "id\twol_Latn\tfra_Latn\n"
+        f"1\tCaf{E_ACUTE_NFD} bi\tLe caf{E_ACUTE_NFD}\n"  # line 2: decomposed é on both sides
+        "2\t  Nanga def?  \tComment vas-tu ?\n"  # line 3
+        "3\t   \tvide\n"  # line 4: empty after strip
+        "4\tNanga def?\tComment vas-tu ?\n"  # line 5: duplicate of line 3 after strip
+        "5\tbroken row\n"  # line 6: wrong column count
+        "6\tJërëjëf\tMerci\n"  # line 7
+        "7\tNanga def?\tÇa va ?\n",  # line 8: same text, other pivot: not a duplicate
+    )
+    jsonl = write(
+        d / "wol.jsonl",
+        json.dumps({"w": "Ba ëllëg", "f": "À demain"})
+        + "\n{bad json\n"
+        + json.dumps({"w": "Jàmm rekk"})
+        + "\n",
+    )
+    text = write(d / "wol.txt", b"Jamm rekk\n\nNdox\n\xff\xfe broken\nJamm rekk\n")
+    other = write(d / "swh.txt", "Habari\n")
+    sources = [
+        tsv_source(tsv, name="wol-tsv"),
+        SourceConfig(
+            str(jsonl),
+            "jsonl",
+            "wol_Latn",
+            name="wol-jsonl",
+            text_field="w",
+            pivot_field="f",
+            pivot_language="fra_Latn",
+        ),
+        SourceConfig(str(text), "text", "wol_Latn", name="wol-text"),
+        SourceConfig(str(other), "text", "swh_Latn", name="swh-text"),
+    ]
+    return sources, tmp_path / "corpus"
+
+
+def test_build_normalizes_drops_and_quarantines_with_exact_accounting(
+    messy: tuple[list[SourceConfig], Path],
+) -> None:
+    sources, out = messy
+    stats = build_corpus(sources, ["wol_Latn"], out, dev_size=0, test_size=0, seed=0)
+
+    by_name = {s["name"]: s for s in stats["sources"]}
+    assert list(by_name) == ["wol-tsv", "wol-jsonl", "wol-text"]  # swh source skipped
+    assert by_name["wol-tsv"] == {
+        "name": "wol-tsv", "path": sources[0].path, "format": "tsv", "language": "wol_Latn",
+        "pivot_language": "fra_Latn", "license": "CC-BY-4.0",
+        "read": 7, "kept": 4, "dropped": {"empty": 1, "duplicate": 1}, "quarantined": 1,
+    }  # fmt: skip
+    assert (
+        by_name["wol-jsonl"]["read"],
+        by_name["wol-jsonl"]["kept"],
+        by_name["wol-jsonl"]["quarantined"],
+    ) == (3, 1, 2)
+    assert by_name["wol-text"]["dropped"] == {"empty": 1, "duplicate": 1}
+    for s in stats["sources"]:
+        assert s["read"] == s["kept"] + sum(s["dropped"].values()) + s["quarantined"]
+    lang = stats["languages"]["wol_Latn"]
+    assert (lang["read"], lang["kept"], lang["quarantined"], lang["pairs"], lang["monolingual"]) == (
+        15,
+        7,
+        4,
+        5,
+        2,
+    )
+    assert lang["dropped"] == {"empty": 2, "duplicate": 2}
+    assert json.loads((out / "stats.json").read_text(encoding="utf-8")) == stats
+
+    train = pq.read_table(out / "dataset" / "train.parquet").to_pylist()
+    texts = [r["text"] for r in train]
+    assert texts == ["Café bi", "Nanga def?", "Jërëjëf", "Nanga def?", "Ba ëllëg", "Jamm rekk", "Ndox"]
+    cafe = train[0]
+    assert (
+        cafe["text"] == unicodedata.normalize("NFC", cafe["text"])
+        and "\u0301" not in cafe["text"] + cafe["pivot_text"]
+    )
+    assert cafe == {
+        "id": "wol-tsv:2", "language": "wol_Latn", "text": "Café bi", "pivot_language": "fra_Latn",
+        "pivot_text": "Le café", "source": "wol-tsv", "license": "CC-BY-4.0", "file": sources[0].path, "line": 2,
+    }  # fmt: skip
+    assert train[-1]["pivot_language"] == "" and train[-1]["pivot_text"] == ""
+
+    dropped = read_jsonl(out / "dropped.jsonl")
+    assert [(d["source"], d["line"], d["reason"]) for d in dropped] == [
+        ("wol-tsv", 4, "empty"), ("wol-tsv", 5, "duplicate"), ("wol-text", 2, "empty"), ("wol-text", 5, "duplicate"),
+    ]  # fmt: skip
+    assert dropped[1]["text"] == "Nanga def?" and dropped[1]["file"] == sources[0].path
+
+    quarantined = read_jsonl(out / "quarantine.jsonl")
+    assert [(q["file"], q["line"]) for q in quarantined] == [
+        (sources[0].path, 6), (sources[1].path, 2), (sources[1].path, 3), (sources[2].path, 4),
+    ]  # fmt: skip
+    reasons = [q["reason"] for q in quarantined]
+    assert (
+        "column" in reasons[0]
+        and reasons[1].startswith("bad JSON")
+        and "'f'" in reasons[2]
+        and "UTF-8" in reasons[3]
+    )
+    assert quarantined[0]["raw"] == "5\tbroken row"
+
+
+def test_splits_are_disjoint_sized_pair_only_and_seeded(tmp_path: Path) -> None:
+    wol = pairs_tsv(tmp_path / "wol.tsv", 20)
+    mono = write(tmp_path / "wol.txt", "".join(f"mono {i}\n" for i in range(8)))
+    sources = [tsv_source(wol), SourceConfig(str(mono), "text", "wol_Latn", name="wol-mono")]
+
+    def splits(seed: int, out: str) -> dict[str, list[dict[str, Any]]]:
+        build_corpus(sources, ["wol_Latn"], tmp_path / out, dev_size=3, test_size=5, seed=seed)
+        return {
+            s: pq.read_table(tmp_path / out / "dataset" / f"{s}.parquet").to_pylist()
+            for s in ("train", "dev", "test")
+        }
+
+    a = splits(0, "a")
+    ids = {name: {r["id"] for r in rows} for name, rows in a.items()}
+    assert (len(ids["test"]), len(ids["dev"]), len(ids["train"])) == (5, 3, 20 + 8 - 8)
+    assert (
+        not (ids["test"] & ids["dev"])
+        and not (ids["test"] & ids["train"])
+        and not (ids["dev"] & ids["train"])
+    )
+    assert all(r["pivot_text"] for r in a["test"] + a["dev"])
+    assert sum(1 for r in a["train"] if not r["pivot_text"]) == 8
+    assert splits(0, "b") == a  # same seed, same split
+    assert {r["id"] for r in splits(1, "c")["test"]} != ids["test"]
+
+
+def test_too_few_pairs_warns_and_fills_test_first(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sources = [tsv_source(pairs_tsv(tmp_path / "wol.tsv", 7))]
+    with caplog.at_level(logging.WARNING, logger="langkit"):
+        stats = build_corpus(
+            sources, ["wol_Latn", "lin_Latn"], tmp_path / "out", dev_size=4, test_size=6, seed=0
+        )
+    assert stats["languages"]["wol_Latn"]["splits"] == {"train": 0, "dev": 1, "test": 6}
+    assert stats["languages"]["lin_Latn"]["splits"] == {"train": 0, "dev": 0, "test": 0}
+    assert stats["splits"] == {"train": 0, "dev": 1, "test": 6}
+    assert any("wol_Latn: only 7 aligned pairs" in r.message for r in caplog.records)
+    assert any("lin_Latn: no text kept" in r.message for r in caplog.records)
+
+
+def test_parquet_output_loads_with_datasets_with_exact_columns(tmp_path: Path, hf_cache: Path) -> None:
+    import datasets
+
+    sources = [tsv_source(pairs_tsv(tmp_path / "wol.tsv", 12))]
+    out = tmp_path / "corpus"
+    build_corpus(sources, ["wol_Latn"], out, dev_size=2, test_size=3, seed=0)
+    files = {s: str(out / "dataset" / f"{s}.parquet") for s in ("train", "dev", "test")}
+    ds = datasets.load_dataset("parquet", data_files=files)
+    assert {s: ds[s].num_rows for s in ds} == {"train": 7, "dev": 2, "test": 3}
+    for split in ds.values():
+        assert split.column_names == list(COLUMNS)
+        assert {k: v.dtype for k, v in split.features.items()} == {
+            c: "int64" if c == "line" else "string" for c in COLUMNS
+        }
+    assert ds["test"][0]["id"].startswith("wol-t:")
+
+    # An empty split keeps the schema (and has no row group, so datasets can stream it).
+    build_corpus(sources, ["wol_Latn"], out, dev_size=0, test_size=0, seed=0)
+    empty = pq.read_table(files["dev"])
+    assert empty.num_rows == 0 and empty.column_names == list(COLUMNS)
+    streamed = datasets.load_dataset("parquet", data_files={"dev": files["dev"]}, streaming=True)
+    assert list(streamed["dev"]) == []
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_duplicate_source_names_are_an_error(tmp_path: Path) -> None:
+    path = pairs_tsv(tmp_path / "wol.tsv", 2)
+    with pytest.raises(ValueError, match="share a name.*wol-t"):
+        build_corpus([tsv_source(path), tsv_source(path)], ["wol_Latn"], tmp_path / "out", 0, 0, 0)
+
+
+def test_run_is_the_stage_front_door(tmp_path: Path) -> None:
+    cfg = RunConfig(languages=["wol_Latn"])
+    cfg.corpus.sources = [tsv_source(pairs_tsv(tmp_path / "wol.tsv", 12))]
+    run_dir = RunDir(tmp_path / "run")
+    assert run(cfg, run_dir) == run_dir.corpus
+    for split in ("train", "dev", "test"):
+        assert run_dir.split(split).is_file()
+    assert sorted(p.name for p in run_dir.corpus.iterdir()) == [
+        "dataset",
+        "dropped.jsonl",
+        "quarantine.jsonl",
+        "stats.json",
+    ]
+    stats = json.loads((run_dir.corpus / "stats.json").read_text(encoding="utf-8"))
+    assert stats["splits"] == {"train": 2, "dev": 4, "test": 6}
+
+
+def test_record_is_a_small_dataclass() -> None:
+    assert Record("a") == Record(text="a", pivot_text="", line=0, error="", raw="")
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo corpus, read with the config snippet its README documents
+# --------------------------------------------------------------------------------------------------
+
+
+def test_demo_corpus_builds_with_documented_counts(tmp_path: Path) -> None:
+    readme = (REPO / "corpora" / "demo" / "README.md").read_text(encoding="utf-8")
+    snippet = re.search(r"```yaml\n(.*?)```", readme, re.S)
+    assert snippet
+    cfg = config_from_dict(yaml.safe_load(snippet.group(1)))
+    for source in cfg.corpus.sources:  # as load_config does for a config in configs/
+        source.path = str((REPO / "configs" / source.path).resolve())
+    run_dir = RunDir(tmp_path / "run")
+    run(cfg, run_dir)
+    stats = json.loads((run_dir.corpus / "stats.json").read_text(encoding="utf-8"))
+    assert stats["splits"] == {"train": 180, "dev": 16, "test": 24}
+    for code in ("wol_Latn", "bci_Latn", "swh_Latn", "lin_Latn"):
+        lang = stats["languages"][code]
+        assert (lang["pairs"], lang["monolingual"], lang["quarantined"]) == (40, 15, 0), code
+        assert lang["splits"] == {"train": 45, "dev": 4, "test": 6}
+    dropped = read_jsonl(run_dir.corpus / "dropped.jsonl")
+    assert sorted((d["source"], d["line"], d["reason"]) for d in dropped) == sorted([
+        ("wol-demo", 42, "duplicate"), ("bci-demo", 21, "empty"), ("bci-demo-mono", 8, "empty"),
+        ("swh-demo", 41, "duplicate"), ("lin-demo", 27, "empty"), ("lin-demo-mono", 16, "duplicate"),
+    ])  # fmt: skip
+    rows = (
+        pq.read_table(run_dir.split("train")).to_pylist() + pq.read_table(run_dir.split("test")).to_pylist()
+    )
+    rows += pq.read_table(run_dir.split("dev")).to_pylist()
+    assert all(unicodedata.is_normalized("NFC", r["text"] + r["pivot_text"]) for r in rows)
+    assert any("jërëjëf" in r["text"] for r in rows) and any(
+        r["pivot_text"] == "Le marché est loin." for r in rows
+    )
+    assert {r["pivot_language"] for r in rows if r["language"] == "swh_Latn"} == {"eng_Latn", ""}
