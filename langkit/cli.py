@@ -167,6 +167,16 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from langkit import publish
+
+    try:
+        return _publish_action(args)
+    except publish.PublishError as err:  # a release that does not verify, a refused push
+        print(f"langkit: {err}", file=sys.stderr)
+        return 1
+
+
+def _publish_action(args: argparse.Namespace) -> int:
     from langkit import pipeline, publish
 
     if args.action == "build":
@@ -181,9 +191,7 @@ def _publish(args: argparse.Namespace) -> int:
         print(report.summary())
         return 0 if report.ok else 1
     elif args.action == "download":
-        report = publish.download_release(args.repo_id, Path(args.out), revision=args.revision)
-        print(report.summary())
-        return 0 if report.ok else 1
+        print(publish.download_release(args.repo_id, Path(args.out), revision=args.revision).summary())
     return 0
 
 

@@ -1,0 +1,331 @@
+"""Stage 4: generation, sacrebleu scores, reports, the blinded human-evaluation sheet and its import."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from langkit import evaluate
+from langkit.config import RunConfig
+from langkit.evaluate import (
+    KEY_COLUMNS,
+    SHEET_COLUMNS,
+    RatingsError,
+    Task,
+    Translation,
+    decode_answer,
+    import_ratings,
+    load_task,
+    score,
+    stop_token_ids,
+    translate,
+    write_human_eval,
+)
+from langkit.models import build_random_model
+from langkit.rundir import RunDir
+
+SACREBLEU = Path(sys.executable).with_name("sacrebleu")
+
+HYPS = [
+    "Maa ngi fi rekk, jërëjëf.",
+    "Ñaata la mburu mi jar?",
+    "Sama yaay dem na tool ba.",
+    "Ndox mi sedd na lool.",
+]
+REFS = [
+    "Nanga def? Maa ngi fi rekk, jërëjëf.",
+    "Ñaata la mburu mi jar ci marse bi?",
+    "Sama yaay dafa dem ca tool ba ngir bey gerte.",
+    "Ndox mi dafa sedd, naan ko ci kaas bi.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    return build_random_model("tiny", seed=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# score: the same numbers as sacrebleu's own command line
+# --------------------------------------------------------------------------------------------------
+
+
+def _cli(ref: Path, hyp: Path, *args: str) -> dict:
+    out = subprocess.run([str(SACREBLEU), str(ref), "-i", str(hyp), "-f", "json", "-w", "4", *args],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def test_score_equals_sacrebleu_cli(tmp_path):
+    ref, hyp = tmp_path / "ref.txt", tmp_path / "hyp.txt"
+    ref.write_text("\n".join(REFS) + "\n", encoding="utf-8")
+    hyp.write_text("\n".join(HYPS) + "\n", encoding="utf-8")
+    ours = score(HYPS, REFS, bootstrap=200)
+    for name, args in (("chrf++", ("-m", "chrf", "--chrf-word-order", "2")), ("chrf", ("-m", "chrf")),
+                       ("bleu", ("-m", "bleu"))):
+        theirs = _cli(ref, hyp, *args)
+        assert round(ours[name]["score"], 2) == round(theirs["score"], 2), name
+        assert ours[name]["signature"] == theirs["signature"], name
+    assert "nw:2" in ours["chrf++"]["signature"] and "nw:0" in ours["chrf"]["signature"]
+    assert 0 < ours["chrf++"]["score"] < 100 and ours["chrf++"]["score"] != ours["chrf"]["score"]
+    ci = ours["chrf++"]["ci95"]
+    assert ci["n_bootstrap"] == 200 and ci["half_width"] > 0 and "bs:200" in ci["signature"]
+    assert "ci95" not in ours["chrf"]
+    assert score(REFS, REFS)["chrf++"]["score"] == 100.0
+    with pytest.raises(ValueError, match="3 hypotheses but 4 references"):
+        score(HYPS[:3], REFS)
+
+
+# --------------------------------------------------------------------------------------------------
+# translate: stops at the harmony stop tokens, one string per input, batching changes nothing
+# --------------------------------------------------------------------------------------------------
+
+
+def test_decode_answer_cuts_at_first_stop_token(base_tokenizer):
+    tok = base_tokenizer
+    ret, end = stop_token_ids(tok)
+    assert (ret, end) == (200002, 200007)
+    answer = tok.encode("Jërëjëf, waaw.", add_special_tokens=False)
+    leak = tok.encode(" LEAK", add_special_tokens=False)
+    assert decode_answer(tok, answer + [ret] + leak, [ret, end]) == "Jërëjëf, waaw."
+    assert decode_answer(tok, answer + [end] + leak + [ret], [ret, end]) == "Jërëjëf, waaw."
+    assert decode_answer(tok, [200005] + answer + leak, [ret, end]) == "Jërëjëf, waaw. LEAK"  # no stop: all, specials skipped
+    assert decode_answer(tok, [ret] + leak, [ret, end]) == ""
+
+
+def _scripted(model, table: dict[int, int], default: int):
+    """Make ``model`` choose its next token from its last input token alone, through ``table``."""
+
+    def hook(module, args, kwargs, output):
+        last = kwargs["input_ids"][:, -1].tolist()  # [B]
+        logits = torch.full_like(output.logits, -1e4)  # [B, L, V]
+        for b, token in enumerate(last):
+            logits[b, -1, table.get(token, default)] = 0.0
+        output.logits = logits
+        return output
+
+    return model.register_forward_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("stop", ["<|return|>", "<|end|>"])
+def test_translate_stops_at_stop_token(tiny_model, base_tokenizer, stop):
+    tok = base_tokenizer
+    stop_id = tok.convert_tokens_to_ids(stop)
+    answer = tok.encode("Jërëjëf", add_special_tokens=False)
+    leak = tok.encode(" LEAK", add_special_tokens=False)[0]
+    message = tok.convert_tokens_to_ids("<|message|>")  # every prompt ends with it
+    chain = [message, *answer, stop_id]
+    assert len(set(chain)) == len(chain), "the script needs distinct ids"
+    table = dict(zip(chain[:-1], chain[1:], strict=True)) | {stop_id: leak}  # past the stop token: LEAK forever
+    generated = []
+    original = tiny_model.generate
+
+    def spy(**kwargs):
+        out = original(**kwargs)
+        generated.append((kwargs["input_ids"].shape[1], out))
+        return out
+
+    handle = _scripted(tiny_model, table, default=leak)
+    tiny_model.generate = spy
+    try:
+        texts = ["Merci.", "Merci beaucoup, à demain à Dakar !", "Oui"]  # different lengths: left padding
+        outputs = translate(tiny_model, tok, "fra_Latn", "wol_Latn", texts, max_new_tokens=12, batch_size=3)
+    finally:
+        del tiny_model.generate
+        handle.remove()
+    assert outputs == ["Jërëjëf"] * 3
+    (width, out), = generated
+    new = out[:, width:].tolist()
+    assert len(new[0]) == len(answer) + 1 < 12  # stopped at the stop token, not at max_new_tokens
+    for row in new:
+        assert row == answer + [stop_id]  # no id ever continues past the stop token
+
+
+def test_translate_random_model_one_per_input_and_batch_invariant(tiny_model, base_tokenizer):
+    texts = ["Le chat dort.", "Il fait très beau aujourd'hui à Dakar, n'est-ce pas ?", "Bonjour"]
+    batched = translate(tiny_model, base_tokenizer, "fra_Latn", "wol_Latn", texts, max_new_tokens=4, batch_size=3)
+    single = translate(tiny_model, base_tokenizer, "fra_Latn", "wol_Latn", texts, max_new_tokens=4, batch_size=1)
+    assert len(batched) == 3 and all(isinstance(t, str) and t for t in batched)
+    assert batched == single  # left padding + attention mask: a row's answer does not depend on its batch
+    assert translate(tiny_model, base_tokenizer, "fra_Latn", "wol_Latn", [], max_new_tokens=4, batch_size=2) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Human evaluation sheet
+# --------------------------------------------------------------------------------------------------
+
+
+def _translations() -> list[Translation]:
+    items = []
+    for system in ("langkit", "base"):
+        for src, tgt, sources, refs in (("fra_Latn", "wol_Latn", ["Merci.", "Bonjour.", "L'eau est froide."], REFS[:3]),
+                                        ("wol_Latn", "fra_Latn", REFS[:3], ["Merci.", "Bonjour.", "L'eau est froide."])):
+            for i, (s, r) in enumerate(zip(sources, refs, strict=True)):
+                items.append(Translation(system, f"{src}-{tgt}", src, tgt, f"test-{i}", s, f"{system} says {i} {tgt}"[::-1], r))
+    return items
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_human_eval_sheet_is_blinded_shuffled_and_keyed(tmp_path):
+    items = _translations()
+    sheet, key = write_human_eval(items, tmp_path / "a", seed=0)
+    write_human_eval(items, tmp_path / "b", seed=0)
+    write_human_eval(items, tmp_path / "c", seed=1)
+    assert sheet.read_bytes() == (tmp_path / "b" / "human_eval.csv").read_bytes()  # deterministic by seed
+    assert sheet.read_bytes() != (tmp_path / "c" / "human_eval.csv").read_bytes()
+
+    rows, keys = _read(sheet), _read(key)
+    assert list(rows[0]) == list(SHEET_COLUMNS) and list(keys[0]) == list(KEY_COLUMNS)
+    text = sheet.read_text(encoding="utf-8")
+    for secret in ("langkit", "base", "fra_Latn", "wol_Latn", "test-0"):
+        assert secret not in text
+    assert all(r["adequacy"] == "" and r["fluency"] == "" for r in rows)
+    assert [r["item_id"] for r in rows] == [f"item-{n:04d}" for n in range(1, len(items) + 1)]
+    assert [r["output"] for r in rows] != [t.output for t in items]  # shuffled
+
+    by_key = {k["item_id"]: k for k in keys}
+    assert sorted(by_key) == sorted(r["item_id"] for r in rows)
+    recovered = []
+    for r in rows:
+        k = by_key[r["item_id"]]
+        recovered.append(Translation(k["system"], k["direction"], k["source_language"], k["target_language"],
+                                     k["test_id"], r["source"], r["output"], r["reference"]))
+    assert sorted(recovered, key=repr) == sorted(items, key=repr)  # every item exactly once, mapped back
+    assert "adequacy" in (tmp_path / "a" / "human_eval_README.md").read_text(encoding="utf-8")
+
+
+def _fill(sheet: Path, key: Path, out: Path, rating, delimiter: str = ",") -> None:
+    kinds = {k["item_id"]: k for k in _read(key)}
+    rows = _read(sheet)
+    for r in rows:
+        r["adequacy"], r["fluency"] = rating(kinds[r["item_id"]])
+    with open(out, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(SHEET_COLUMNS), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_import_ratings_means_blanks_and_errors(tmp_path):
+    sheet, key = write_human_eval(_translations(), tmp_path, seed=3)
+
+    def rating(k):
+        if k["system"] == "base" and k["test_id"] == "test-2":
+            return "", ""  # not rated
+        if k["system"] == "langkit":
+            return str(3 + int(k["test_id"][-1])), "4"  # adequacy 3, 4, 5 -> mean 4
+        return "1", "2"
+
+    filled = tmp_path / "filled.csv"
+    _fill(sheet, key, filled, rating, delimiter=";")  # as a French-locale spreadsheet saves it
+    result = import_ratings(filled, key)
+    assert (result["items"], result["rated"], result["blank"], result["missing"]) == (12, 10, 2, 0)
+    for direction in ("fra_Latn-wol_Latn", "wol_Latn-fra_Latn"):
+        assert result["systems"]["langkit"][direction] == {"n": 3, "rated": 3, "blank": 0, "adequacy": 4.0, "fluency": 4.0}
+        assert result["systems"]["base"][direction] == {"n": 3, "rated": 2, "blank": 1, "adequacy": 1.0, "fluency": 2.0}
+
+    rows = _read(sheet)
+    bad_item = rows[4]["item_id"]  # the 5th item: line 6 of the file (line 1 is the header)
+    for value, problem in (("7", "must be from 1 to 5, got 7"), ("bon", "whole number from 1 to 5, got 'bon'")):
+        _fill(sheet, key, filled, lambda k, v=value: (v if k["item_id"] == bad_item else "3", "3"))
+        with pytest.raises(RatingsError) as err:
+            import_ratings(filled, key)
+        assert str(filled) in str(err.value) and "line 6" in str(err.value) and "adequacy" in str(err.value)
+        assert problem in str(err.value)
+    _fill(sheet, key, filled, lambda k: ("3", "" if k["item_id"] == bad_item else "3"))
+    with pytest.raises(RatingsError, match="line 6: fluency is empty"):
+        import_ratings(filled, key)
+
+
+# --------------------------------------------------------------------------------------------------
+# The task file and the stage's front door
+# --------------------------------------------------------------------------------------------------
+
+
+def test_task_file_matches_defaults_and_rejects_unknown_keys(tmp_path):
+    assert load_task(evaluate.DEFAULT_TASK_FILE) == Task()
+    bad = tmp_path / "task.yaml"
+    bad.write_text("split: test\nmetric: [chrf]\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"task.yaml: unknown key\(s\) metric"):
+        load_task(bad)
+    bad.write_text("metrics: [chrf, ter]\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown metric 'ter'"):
+        load_task(bad)
+
+
+def _write_test_split(path: Path) -> None:
+    rows = [
+        ("t0", "wol_Latn", REFS[0], "fra_Latn", "Comment vas-tu ? Je suis là, merci."),
+        ("t1", "wol_Latn", "Sama yaay\ndafa dem.", "fra_Latn", "Ma mère est partie."),  # a line break inside
+        ("t2", "wol_Latn", REFS[2], "fra_Latn", "Ma mère est allée au champ."),  # beyond max_items
+        ("t3", "wol_Latn", REFS[3], "eng_Latn", "The water is cold."),  # not the default pivot
+        ("t4", "swh_Latn", "Habari za asubuhi?", "eng_Latn", "Good morning?"),
+        ("t5", "lin_Latn", "Mbote!", "fra_Latn", "Bonjour !"),  # not a language of the run
+        ("t6", "swh_Latn", "Asante sana.", "", ""),  # monolingual
+    ]
+    columns = ("id", "language", "text", "pivot_language", "pivot_text")
+    table = pa.Table.from_pylist([dict(zip(columns, r, strict=True)) | {"source": "test", "license": "CC0-1.0",
+                                                                          "file": "x", "line": 1} for r in rows])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
+def test_run_writes_reports_outputs_and_sheet(tmp_path, monkeypatch, tiny_model, base_tokenizer):
+    run_dir = RunDir(tmp_path / "run")
+    _write_test_split(run_dir.split("test"))
+    run_dir.adapter.mkdir(parents=True)
+    cfg = RunConfig(languages=["wol_Latn", "swh_Latn"])
+    cfg.eval.max_items, cfg.eval.max_new_tokens, cfg.eval.batch_size = 2, 3, 2
+    # The langkit system comes from train.load_adapted_model; stand it in so this test needs no train.py.
+    fake_train = types.ModuleType("langkit.train")
+    fake_train.load_adapted_model = lambda rd, c: (tiny_model, base_tokenizer)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "langkit.train", fake_train)
+    monkeypatch.setattr("langkit.models.load_base_model", lambda *a, **k: tiny_model)
+    monkeypatch.setattr("langkit.tokenizer.load_base_tokenizer", lambda *a, **k: base_tokenizer)
+
+    out = evaluate.run(cfg, run_dir)
+
+    assert out == run_dir.eval
+    directions = ["fra_Latn-wol_Latn", "wol_Latn-fra_Latn", "eng_Latn-swh_Latn", "swh_Latn-eng_Latn"]
+    expected = {"report.json", "report.md", "human_eval.csv", "human_eval_key.csv", "human_eval_README.md"}
+    expected |= {f"outputs/{s}.{d}.{x}" for s in ("langkit", "base") for d in directions for x in ("src", "hyp", "ref")}
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == expected
+
+    report = json.loads(run_dir.report.read_text(encoding="utf-8"))
+    assert (report["model"], report["adapter"], report["test_set"]) == ("tiny", "train/adapter", "corpus/dataset/test.parquet")
+    assert [(r["system"], r["direction"]) for r in report["results"]] == [(s, d) for s in ("langkit", "base") for d in directions]
+    for r in report["results"]:
+        assert set(r) == {"system", "direction", "source_language", "target_language", "n", "metrics"}
+        assert r["direction"] == f"{r['source_language']}-{r['target_language']}"
+        assert r["n"] == (2 if "wol_Latn" in r["direction"] else 1)
+        stem = out / "outputs" / f"{r['system']}.{r['direction']}"
+        hyps = Path(f"{stem}.hyp").read_text(encoding="utf-8").split("\n")[:-1]
+        refs = Path(f"{stem}.ref").read_text(encoding="utf-8").split("\n")[:-1]
+        assert len(hyps) == len(refs) == r["n"]
+        rescored = score(hyps, refs)
+        for name in ("chrf++", "chrf", "bleu"):
+            assert r["metrics"][name]["score"] == rescored[name]["score"]
+            assert r["metrics"][name]["signature"] == rescored[name]["signature"]
+    refs = (out / "outputs" / "langkit.fra_Latn-wol_Latn.ref").read_text(encoding="utf-8")
+    assert refs == f"{REFS[0]}\nSama yaay dafa dem.\n"  # first max_items pairs, one line each
+
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "| langkit | fra_Latn-wol_Latn | 2 |" in md and "nw:2" in md and "meaningless" in md
+    assert len(_read(out / "human_eval.csv")) == len(_read(out / "human_eval_key.csv")) == 12
+
+
+def test_run_names_the_missing_stage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the corpus stage"):
+        evaluate.run(RunConfig(), RunDir(tmp_path))

@@ -1,0 +1,372 @@
+"""Stage 5: the release folder, its model card and manifest, and a push/download round trip through a
+local server that speaks the Hub's HTTP API (tests/hub_server.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from huggingface_hub import ModelCard, constants
+from safetensors.numpy import load_file, save_file
+
+from langkit import publish
+from langkit.config import RunConfig, SourceConfig, config_from_dict, save_config
+from langkit.publish import (
+    ManifestError,
+    PublishError,
+    VerificationError,
+    build_release,
+    download_release,
+    push_release,
+    verify_release,
+)
+from langkit.rundir import RunDir
+from tests.hub_server import HubServer, hub_server_fixture  # noqa: F401  (registers the hub_server fixture)
+
+CHRF_SIG = "nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|version:2.6.0"
+BLEU_SIG = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
+REPO = "langkit-test/wolof-swahili-lora"
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing here may reach the real Hub; the hub_server fixture lifts this for its own server only."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def _result(system: str, src: str, tgt: str, chrf: float, bleu: float, ci95: dict | None = None) -> dict:
+    chrf_entry: dict = {"score": chrf, "signature": CHRF_SIG, **({"ci95": ci95} if ci95 else {})}
+    return {
+        "system": system, "direction": f"{src}-{tgt}", "source_language": src, "target_language": tgt, "n": 6,
+        "metrics": {"chrf++": chrf_entry, "bleu": {"score": bleu, "signature": BLEU_SIG}},
+    }
+
+
+def make_run(root: Path, *, with_report: bool = True, chrf: float = 23.41) -> tuple[RunDir, RunConfig]:
+    """A run directory as the four earlier stages leave it, small and written inline."""
+    run_dir = RunDir(root)
+    cfg = config_from_dict({"name": "demo", "languages": ["wol_Latn", "swh_Latn"], "train": {"max_steps": 2}})
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir.config)
+
+    run_dir.adapter.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    save_file({
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": rng.standard_normal((8, 64)).astype(np.float32),
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight": np.zeros((64, 8), np.float32),
+    }, str(run_dir.adapter / "adapter_model.safetensors"))
+    (run_dir.adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "base_model_name_or_path": "tiny"}))
+    (run_dir.adapter / "README.md").write_text("---\nlibrary_name: peft\n---\n# placeholder written by PEFT\n")
+
+    run_dir.tokenizer.mkdir(parents=True)
+    (run_dir.tokenizer / "tokenizer.json").write_text(json.dumps(
+        {"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0, "ñ": 1, "ñaa": 201088}, "merges": [["ñ", "aa"]]}},
+        ensure_ascii=False), encoding="utf-8")
+    (run_dir.tokenizer / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 131072}))
+    run_dir.new_tokens.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.new_tokens.write_text(json.dumps([
+        {"token": "ñaa", "id": 201088, "base_ids": [3, 64]},
+        {"token": "kwa", "id": 201089, "base_ids": [74, 10]},
+    ], ensure_ascii=False), encoding="utf-8")
+
+    run_dir.corpus.mkdir(parents=True)
+    (run_dir.corpus / "stats.json").write_text(json.dumps({"sources": [
+        {"name": "wol-fixture", "license": "cc-by-4.0", "language": "wol_Latn", "pivot_language": "fra_Latn", "kept": 40},
+        {"name": "swh-fixture", "license": "cc0-1.0", "language": "swh_Latn", "pivot_language": "eng_Latn", "kept": 38},
+    ]}))
+    (run_dir.train / "metadata.json").write_text(json.dumps({
+        "base_model": "tiny", "steps": 2, "tokens_seen": 4321, "wall_time_s": 3.5, "lora_r": 8, "lora_alpha": 16}))
+    if with_report:
+        run_dir.eval.mkdir(parents=True)
+        (run_dir.report).write_text(json.dumps({
+            "model": "tiny", "adapter": "train/adapter", "test_set": "corpus/dataset/test.parquet",
+            "results": [
+                _result("langkit", "fra_Latn", "wol_Latn", chrf, 1.2, ci95={"mean": 23.3, "half_width": 2.04,
+                                                                         "signature": "nrefs:1|bs:1000|seed:12345"}),
+                _result("langkit", "eng_Latn", "swh_Latn", 31.07, 4.5),
+                _result("base", "fra_Latn", "wol_Latn", 11.5, 0.3),
+                _result("base", "eng_Latn", "swh_Latn", 19.25, 0.9),
+            ]}))
+    return run_dir, cfg
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def card_metadata(release: Path) -> tuple[dict, str]:
+    text = (release / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    end = text.index("\n---\n", 4)
+    return yaml.safe_load(text[4:end]), text[end + 5:]
+
+
+def expected_files(run_dir: RunDir) -> set[str]:
+    """What a release of ``make_run`` holds: the tokenizer folder whole (wherever new_tokens.json lives)."""
+    tokenizer = {f"tokenizer/{p}" for p in files_of(run_dir.tokenizer)}
+    assert {"tokenizer/tokenizer.json", "tokenizer/tokenizer_config.json"} <= tokenizer
+    top = {"adapter_model.safetensors", "adapter_config.json", "new_tokens.json", "langkit_config.yaml", "README.md",
+           "manifest.json"}
+    return top | tokenizer | ({"eval_report.json"} if run_dir.report.exists() else set())
+
+
+# --------------------------------------------------------------------------------------------------
+# Building and verifying
+# --------------------------------------------------------------------------------------------------
+
+
+def test_release_holds_the_stage_outputs(tmp_path: Path) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    assert release == run_dir.release
+    assert set(files_of(release)) == expected_files(run_dir)
+    # copied byte for byte, adapter at the top level, tokenizer under tokenizer/
+    assert (release / "adapter_model.safetensors").read_bytes() == (run_dir.adapter / "adapter_model.safetensors").read_bytes()
+    assert load_file(str(release / "adapter_model.safetensors")).keys() == load_file(
+        str(run_dir.adapter / "adapter_model.safetensors")).keys()
+    assert (release / "tokenizer/tokenizer.json").read_bytes() == (run_dir.tokenizer / "tokenizer.json").read_bytes()
+    assert (release / "new_tokens.json").read_bytes() == run_dir.new_tokens.read_bytes()
+    assert (release / "eval_report.json").read_bytes() == run_dir.report.read_bytes()
+    assert config_from_dict(yaml.safe_load((release / "langkit_config.yaml").read_text())) == cfg
+    # local source paths are published as file names only
+    cfg.corpus.sources = [SourceConfig(path=str(tmp_path / "private" / "wol.tsv"), format="tsv", language="wol_Latn")]
+    released = yaml.safe_load((build_release(run_dir, cfg) / "langkit_config.yaml").read_text())
+    assert released["corpus"]["sources"][0]["path"] == "wol.tsv"
+    assert str(tmp_path) not in (release / "langkit_config.yaml").read_text()
+    assert "placeholder written by PEFT" not in (release / "README.md").read_text()
+
+
+def test_model_card_metadata_and_text(tmp_path: Path) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    meta, body = card_metadata(release)
+
+    assert meta["language"] == ["wo", "sw", "fr", "en"]  # targets, then the pivots the run used
+    assert meta["license"] == "apache-2.0"
+    assert meta["base_model"] == "tiny"
+    assert meta["library_name"] == "peft"
+    assert {"lora", "gpt-oss", "translation", "langkit"} <= set(meta["tags"])
+    assert meta["datasets"] == ["wol-fixture", "swh-fixture"]
+
+    # model-index: one entry per direction, the langkit system's chrF++ (never the base model's)
+    (index,) = meta["model-index"]
+    by_direction = {r["dataset"]["config"]: r for r in index["results"]}
+    assert set(by_direction) == {"fra_Latn-wol_Latn", "eng_Latn-swh_Latn"}
+    for direction, chrf in (("fra_Latn-wol_Latn", 23.41), ("eng_Latn-swh_Latn", 31.07)):
+        entry = by_direction[direction]
+        assert entry["task"]["type"] == "translation"
+        assert entry["dataset"]["split"] == "test" and "test" in entry["dataset"]["name"]
+        metrics = {m["type"]: m for m in entry["metrics"]}
+        assert metrics["chrf"]["name"] == "chrF++"
+        assert metrics["chrf"]["value"] == chrf
+        assert metrics["chrf"]["args"]["signature"] == CHRF_SIG
+
+    # huggingface_hub reads the card back into the same eval results
+    card = ModelCard.load(release / "README.md")
+    assert sorted(r.metric_value for r in card.data.eval_results if r.metric_type == "chrf") == [23.41, 31.07]
+
+    # the readable part: signatures, both systems' scores, training facts, how to load and verify, tiny warning
+    assert CHRF_SIG in body and BLEU_SIG in body
+    assert "23.4 ± 2.0" in body and "11.5" in body and "31.1" in body
+    assert "nrefs:1|bs:1000|seed:12345" in body  # the bootstrap interval's own signature
+    assert "4,321" in body and "r = 8" in body and "alpha = 16" in body
+    assert "PeftModel.from_pretrained" in body and "tokenizer" in body and "resize_token_embeddings(201090)" in body
+    assert "langkit publish verify" in body
+    assert "Test model" in body and "random" in body
+    assert "cc-by-4.0" in body and "cc0-1.0" in body
+    assert "Baoulé" not in meta["language"]
+
+
+def test_card_without_eval_report(tmp_path: Path) -> None:
+    run_dir, cfg = make_run(tmp_path / "run", with_report=False)
+    release = build_release(run_dir, cfg)
+    meta, body = card_metadata(release)
+    assert "model-index" not in meta
+    assert "No evaluation report" in body
+    assert "eval_report.json" not in files_of(release)
+    assert verify_release(release).ok
+
+
+def test_manifest_verifies_and_catches_changes(tmp_path: Path) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    manifest = json.loads((release / "manifest.json").read_text())
+    assert manifest["format"] == "langkit-manifest/1" and manifest["algorithm"] == "sha256"
+    expected = expected_files(run_dir)
+    assert list(manifest["files"]) == sorted(expected - {"manifest.json"})
+    assert manifest["files"]["new_tokens.json"]["size"] == run_dir.new_tokens.stat().st_size
+
+    report = verify_release(release)
+    assert report.ok and report.checked == len(expected) - 1
+    assert "OK" in report.summary()
+
+    # the Hub's extras are tolerated
+    (release / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
+    (release / ".cache/huggingface/download").mkdir(parents=True)
+    (release / ".cache/huggingface/download/README.md.metadata").write_text("x")
+    assert verify_release(release).ok
+
+    # one byte flipped, same size
+    weights = release / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    (release / "tokenizer/tokenizer_config.json").unlink()
+    (release / "tokenizer/extra.json").write_text("{}")
+    report = verify_release(release)
+    assert not report.ok
+    assert report.mismatched == ["adapter_model.safetensors"]
+    assert report.missing == ["tokenizer/tokenizer_config.json"]
+    assert report.unexpected == ["tokenizer/extra.json"]
+    summary = report.summary()
+    assert "adapter_model.safetensors" in summary and "tokenizer/extra.json" in summary
+
+
+def test_manifest_absent_or_malformed(tmp_path: Path) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    manifest_path = release / "manifest.json"
+    good = manifest_path.read_text()
+
+    for broken in ("{not json", "[]", json.dumps({**json.loads(good), "format": "other/2"}),
+                   json.dumps({**json.loads(good), "files": {"../outside": {"sha256": "0" * 64, "size": 1}}}),
+                   json.dumps({**json.loads(good), "files": {"README.md": {"sha256": "abc", "size": 1}}})):
+        manifest_path.write_text(broken)
+        with pytest.raises(ManifestError, match="manifest.json"):
+            verify_release(release)
+    manifest_path.unlink()
+    with pytest.raises(ManifestError, match="not a langkit release"):
+        verify_release(release)
+
+
+def test_rebuild_replaces_the_release(tmp_path: Path) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    build_release(run_dir, cfg)
+    (run_dir.release / "stale.bin").write_bytes(b"old")
+    run_dir.report.unlink()
+    release = build_release(run_dir, cfg)
+    assert set(files_of(release)) == expected_files(run_dir)
+    assert "eval_report.json" not in files_of(release)
+    assert verify_release(release).ok
+    leftovers = [p.name for p in run_dir.root.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_missing_stage_output_names_the_stage(tmp_path: Path) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    (run_dir.adapter / "adapter_config.json").unlink()
+    with pytest.raises(PublishError, match="adapter_config.json"):
+        build_release(run_dir, cfg)
+    shutil.rmtree(run_dir.tokenizer)
+    with pytest.raises(FileNotFoundError, match="tokenizer stage"):
+        build_release(run_dir, cfg)
+    assert not run_dir.release.exists()
+
+
+def test_hub_actions_refuse_offline_mode(tmp_path: Path) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE"):
+        push_release(release, REPO, endpoint="http://127.0.0.1:9")
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE"):
+        download_release(REPO, tmp_path / "down", endpoint="http://127.0.0.1:9")
+
+
+# --------------------------------------------------------------------------------------------------
+# Push and download through the local Hub
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("xet", [False, True], ids=["inline-upload", "xet-pipeline"])
+def test_push_download_round_trip(tmp_path: Path, hub_server: HubServer, monkeypatch: pytest.MonkeyPatch,
+                                  xet: bool) -> None:
+    # With hf_xet installed (the default for users), upload_folder takes its streamed pipeline; the
+    # server answers "regular" to every preupload, so both paths end in inline commits.
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", not xet)
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    endpoint, token = hub_server.endpoint, hub_server.token
+
+    commit = push_release(release, REPO, endpoint=endpoint, token=token, tag="v0.1.0")
+    assert len(commit) == 40 and int(commit, 16) >= 0
+    remote, v1_files = hub_server.files(REPO), files_of(release)
+    assert set(remote) == set(v1_files) | {".gitattributes"}
+    assert all(remote[path] == data for path, data in v1_files.items())
+    assert hub_server.tags(REPO) == {"v0.1.0": commit}
+
+    down = tmp_path / "down"
+    report = download_release(REPO, down, endpoint=endpoint, token=token)
+    assert report.ok and report.checked == len(expected_files(run_dir)) - 1
+    downloaded = {p: d for p, d in files_of(down).items() if not p.startswith(".cache/")}
+    assert downloaded == {**v1_files, ".gitattributes": remote[".gitattributes"]}
+
+    # a second release without the eval report: the remote must mirror it (a stale file would fail
+    # the next download's verification)
+    run_dir.report.unlink()
+    release2 = build_release(run_dir, cfg)
+    commit2 = push_release(release2, REPO, endpoint=endpoint, token=token, tag="v0.2.0")
+    assert commit2 != commit
+    assert "eval_report.json" not in hub_server.files(REPO)
+    assert download_release(REPO, tmp_path / "down-main", endpoint=endpoint, token=token).ok
+    assert files_of(tmp_path / "down-main")["README.md"] == (release2 / "README.md").read_bytes()
+
+    # the old tag still gives the old release, byte for byte
+    old = tmp_path / "down-v0.1.0"
+    assert download_release(REPO, old, revision="v0.1.0", endpoint=endpoint, token=token).ok
+    assert {p: d for p, d in files_of(old).items() if not p.startswith(".")} == v1_files
+
+    # pushing the same release again: no new commit, and re-tagging it with the tag it has is fine
+    assert push_release(release2, REPO, endpoint=endpoint, token=token, tag="v0.2.0") == commit2
+    # but a tag never moves to another commit
+    run_dir, _ = make_run(tmp_path / "run3", chrf=40.0)
+    release3 = build_release(run_dir, cfg)
+    with pytest.raises(PublishError, match="already exists"):
+        push_release(release3, REPO, endpoint=endpoint, token=token, tag="v0.1.0")
+
+
+def test_push_refuses_a_broken_release(tmp_path: Path, hub_server: HubServer) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    (release / "new_tokens.json").write_text("[]")
+    with pytest.raises(VerificationError, match="new_tokens.json") as info:
+        push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)
+    assert info.value.report.mismatched == ["new_tokens.json"]
+    assert hub_server.requests == []  # refused before any request
+    (release / "manifest.json").unlink()
+    with pytest.raises(ManifestError):
+        push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)
+    assert hub_server.requests == []
+
+
+def test_download_catches_a_file_altered_on_the_hub(tmp_path: Path, hub_server: HubServer) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)
+    # rewrite one file behind the manifest's back, as a compromised mirror would
+    repo = hub_server.repos[("model", REPO)]
+    head = repo.commits[repo.branches["main"]]
+    head.files["adapter_config.json"] = b'{"peft_type": "LORA", "r": 64}'
+    with pytest.raises(VerificationError, match="adapter_config.json") as info:
+        download_release(REPO, tmp_path / "down", endpoint=hub_server.endpoint, token=hub_server.token)
+    assert info.value.report.mismatched == ["adapter_config.json"]
+    with pytest.raises(PublishError, match="not an empty folder"):
+        download_release(REPO, tmp_path / "down", endpoint=hub_server.endpoint, token=hub_server.token)
+
+
+def test_run_builds_and_pushes_with_the_default_endpoint(tmp_path: Path, hub_server: HubServer) -> None:
+    # The hub_server fixture points HF_ENDPOINT / HF_TOKEN at the local server, as a user's shell would.
+    run_dir, cfg = make_run(tmp_path / "run")
+    cfg.publish.repo_id = REPO
+    cfg.publish.tag = "v1"
+    release = publish.run(cfg, run_dir)
+    assert release == run_dir.release and verify_release(release).ok
+    assert hub_server.tags(REPO) == {"v1": hub_server.history(REPO)[0].oid}
+    assert "langkit release of run demo" in hub_server.history(REPO)[0].title
+    meta, _ = card_metadata(release)
+    assert meta["model-index"][0]["name"] == "wolof-swahili-lora"
