@@ -130,7 +130,14 @@ def _describe_run(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # argparse stops filling a positional list once an option has come between (CONFIG --out DIR k=v),
+    # so key=value overrides that follow an option arrive as unknown arguments: take them back here.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any("=" not in item or item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if args.quiet:
         os.environ["LANGKIT_NO_PROGRESS"] = "1"
     setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)

@@ -1,0 +1,117 @@
+"""End to end: the demo config through all five stages, with the smallest settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from langkit.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+SMALLEST = [
+    "tokenizer.budget=20",
+    "train.max_steps=2",
+    "train.save_every=1",
+    "train.batch_size=2",
+    "train.max_length=64",
+    "eval.max_items=1",
+    "eval.max_new_tokens=4",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "demo"
+    assert main(["-q", "run", str(REPO / "configs/demo.yaml"), "--out", str(out), *SMALLEST]) == 0
+    return out
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def test_run_directory_has_every_stage_output(demo_run):
+    files = _files(demo_run)
+    expected = {
+        "config.yaml", "timings.json",
+        "corpus/dataset/train.parquet", "corpus/dataset/dev.parquet", "corpus/dataset/test.parquet",
+        "corpus/stats.json", "corpus/dropped.jsonl", "corpus/quarantine.jsonl",
+        "tokenizer/stats.json", "tokenizer/tokenizer/tokenizer.json", "tokenizer/tokenizer/tokenizer_config.json",
+        "tokenizer/tokenizer/new_tokens.json",
+        "train/adapter/adapter_model.safetensors", "train/adapter/adapter_config.json",
+        "train/metadata.json", "train/train_log.jsonl",
+        "eval/report.json", "eval/report.md", "eval/human_eval.csv", "eval/human_eval_key.csv",
+        "release/README.md", "release/manifest.json", "release/adapter_model.safetensors",
+        "release/adapter_config.json", "release/tokenizer/tokenizer.json",
+    }
+    assert expected <= files, sorted(expected - files)
+    # Keep-last-N checkpoints: with save_every=1 and 2 steps, both are kept (keep_checkpoints=2).
+    assert {f.split("/")[2] for f in files if f.startswith("train/checkpoints/")} == {"step-000001", "step-000002"}
+    # Nothing half-written is left behind by the atomic writers.
+    assert not [f for f in files if f.endswith(".tmp")]
+    resolved = yaml.safe_load((demo_run / "config.yaml").read_text())
+    assert resolved["train"]["max_steps"] == 2 and resolved["tokenizer"]["budget"] == 20
+
+
+def test_tokenizer_loads_with_new_tokens(demo_run):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(demo_run / "tokenizer/tokenizer"))
+    assert len(tokenizer) == 201_088 + 20
+
+
+def test_adapter_loads_onto_the_tiny_base(demo_run):
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from langkit.models import load_base_model, resize_for_new_tokens
+    from langkit.tokenizer import load_new_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(str(demo_run / "tokenizer/tokenizer"))
+    base = load_base_model("tiny")
+    resize_for_new_tokens(base, len(tokenizer), load_new_tokens(demo_run / "tokenizer/tokenizer/new_tokens.json"))
+    model = PeftModel.from_pretrained(base, str(demo_run / "train/adapter"))
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_report_has_chrf_per_direction(demo_run):
+    report = json.loads((demo_run / "eval/report.json").read_text())
+    directions = {r["direction"] for r in report["results"] if r["system"] == "langkit"}
+    assert directions == {
+        "fra_Latn-wol_Latn", "wol_Latn-fra_Latn", "fra_Latn-bci_Latn", "bci_Latn-fra_Latn",
+        "eng_Latn-swh_Latn", "swh_Latn-eng_Latn", "fra_Latn-lin_Latn", "lin_Latn-fra_Latn",
+    }
+    for result in report["results"]:
+        chrf = result["metrics"]["chrf++"]
+        assert 0.0 <= chrf["score"] <= 100.0
+        assert "nw:2" in chrf["signature"] and "version:" in chrf["signature"]
+        assert "bleu" in result["metrics"]
+
+
+def test_release_verifies_and_detects_tampering(demo_run, tmp_path):
+    import shutil
+
+    assert main(["-q", "publish", "verify", str(demo_run / "release")]) == 0
+    copy = tmp_path / "release"
+    shutil.copytree(demo_run / "release", copy)
+    with open(copy / "adapter_config.json", "a", encoding="utf-8") as f:
+        f.write(" ")
+    assert main(["-q", "publish", "verify", str(copy)]) == 1
+
+
+@pytest.mark.skipif(os.environ.get("LANGKIT_SKIP_NOTEBOOK") == "1", reason="LANGKIT_SKIP_NOTEBOOK=1")
+def test_walkthrough_notebook_runs(tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("LANGKIT_NOTEBOOK_FAST", "1")
+    monkeypatch.setenv("LANGKIT_NOTEBOOK_OUT", str(tmp_path / "run"))
+    notebook = nbformat.read(REPO / "notebooks/walkthrough.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
+    assert "OK: " in outputs and "files match the manifest" in outputs
+    assert (tmp_path / "run/release/manifest.json").is_file()
