@@ -28,7 +28,7 @@ demo: install
 	$(VENV)/bin/langkit run configs/demo.yaml --out $(DEMO_OUT)
 
 lint: install
-	$(VENV)/bin/ruff check langkit tests scripts
+	$(VENV)/bin/ruff check .
 
 typecheck: install
 	$(VENV)/bin/mypy langkit

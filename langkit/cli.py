@@ -42,6 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     corpus = sub.add_parser("corpus", help="stage 1: build the dataset from the configured sources")
     corpus_sub = corpus.add_subparsers(dest="action", required=True, metavar="ACTION")
     _add_config_args(corpus_sub.add_parser("build", help="read, normalize, deduplicate, split, write parquet"))
+    p = corpus_sub.add_parser("sources", help="list the catalogue of known public sources (corpora/sources/)")
+    p.add_argument("--lang", default=None, help="only sources with this language, e.g. wol_Latn")
+    p.add_argument("--json", action="store_true", help="print the cards as JSON instead of a table")
+    p.add_argument("--dir", default=None, help="catalogue folder (default: corpora/sources of this checkout)")
+    p = corpus_sub.add_parser("review", help="a seeded sample of kept/dropped/quarantined records as CSV + XLSX")
+    p.add_argument("target", help="YAML run config (builds the corpus into --out if needed) or a run directory")
+    p.add_argument("--out", default=None, help="run directory (with a config); the sheets go to DIR/corpus/review/")
+    p.add_argument("--n", type=int, default=50, help="records sampled per status (kept, dropped, quarantined)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. corpus.seed=1")
 
     tok = sub.add_parser("tokenizer", help="stage 2: measure and extend the gpt-oss tokenizer")
     tok_sub = tok.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -51,11 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="append", required=True, metavar="LANG:PATH", help="e.g. wol_Latn:wol.txt")
     p.add_argument("--out", required=True, help="output tokenizer folder")
     p.add_argument("--base", default="openai/gpt-oss-20b", help="base tokenizer: folder or Hub id")
-    p.add_argument("--min-frequency", type=int, default=2, help="least count of a pair to become a token")
-    p = tok_sub.add_parser("stats", help="lines, words, characters, tokens, tokens/word, chars/token")
-    p.add_argument("--tokenizer", default="openai/gpt-oss-20b", help="tokenizer folder or Hub id")
-    p.add_argument("--text", action="append", required=True, metavar="LANG:PATH", help="e.g. wol_Latn:wol.txt")
+    p.add_argument("--min-frequency", type=int, default=None, help="least count of a pair to become a token")
+    p.add_argument("--balance", choices=["equal", "proportional", "none"], default=None,
+                   help="share of the budget per language (default: equal)")
+    p.add_argument("--language-budget", action="append", default=[], metavar="LANG=N",
+                   help="fixed number of new tokens for one language; the others share the rest")
+    p.add_argument("--no-pivot-guard", action="store_true", help="allow merges that change English/French")
+    p.add_argument("--no-normalize", action="store_true", help="learn on the text as it is")
+    p = tok_sub.add_parser("stats", help="tokens per word, chars and bytes per token, split words, premium")
+    p.add_argument("--tokenizer", action="append", default=None, metavar="DIR_OR_NAME",
+                   help="tokenizer folder or Hub id; repeat to compare side by side (default: gpt-oss)")
+    p.add_argument("--text", action="append", required=True, metavar="LANG:PATH",
+                   help="e.g. wol_Latn:wol.txt; an eng_Latn file with as many lines is taken as aligned English")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--plot", metavar="PNG", help="also write a bar chart of tokens per word")
+    p.add_argument("--no-normalize", action="store_true", help="measure the text as it is, not normalized")
 
     _add_config_args(sub.add_parser("train", help="stage 3: LoRA fine-tuning of gpt-oss"))
     _add_config_args(sub.add_parser("eval", help="stage 4: translate the test split, chrF++/BLEU, human sheet"))
@@ -88,37 +108,110 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def _tokenizer_stats(args: argparse.Namespace) -> None:
-    from langkit.tokenizer import fertility, load_base_tokenizer, parse_text_args, read_lines
+    from langkit.tokenizer import compare_tokenizers, load_base_tokenizer, parse_text_args, plot_fertility
 
-    tokenizer = load_base_tokenizer(args.tokenizer)
-    rows = []
-    for language, path in parse_text_args(args.text):
-        d = fertility(tokenizer, read_lines(path), language, str(path)).to_dict()
-        rows.append(d)
+    names = args.tokenizer or ["openai/gpt-oss-20b"]
+    tokenizers = {name: load_base_tokenizer(name) for name in names}
+    rows = compare_tokenizers(tokenizers, parse_text_args(args.text), normalize=not args.no_normalize)
+    if args.plot:
+        plot_fertility(rows, args.plot)
     if args.json:
-        print(json.dumps({"tokenizer": args.tokenizer, "vocab_size": len(tokenizer), "files": rows}, indent=2))
-    else:
-        print(f"tokenizer: {args.tokenizer} ({len(tokenizer)} ids)")
-        _print_table(rows, ["language", "path", "lines", "words", "characters", "tokens", "tokens_per_word", "chars_per_token"])
+        sizes = {name: len(tok) for name, tok in tokenizers.items()}
+        print(json.dumps({"tokenizers": sizes, "normalized": not args.no_normalize, "files": rows}, indent=2,
+                         ensure_ascii=False))
+        return
+    for name, tok in tokenizers.items():
+        print(f"tokenizer {name}: {len(tok)} ids")
+    table = []
+    for row in rows:
+        for name, d in row["tokenizers"].items():
+            table.append({"language": row["language"], "file": Path(row["path"]).name, "tokenizer": Path(name).name,
+                          "lines": d["lines"], "words": d["words"], "characters": d["characters"],
+                          "tokens": d["tokens"], "tok/word": f"{d['tokens_per_word']:.3f}",
+                          "char/tok": f"{d['chars_per_token']:.3f}", "byte/tok": f"{d['bytes_per_token']:.3f}",
+                          "split": f"{d['split_word_share']:.1%}",
+                          "premium": "" if d["premium"] is None else f"{d['premium']:.3f}"})
+    _print_table(table, list(table[0]) if table else [])
 
 
 def _tokenizer_extend(args: argparse.Namespace) -> None:
-    from langkit.tokenizer import extend_tokenizer, load_base_tokenizer, parse_text_args, read_lines
+    from langkit.config import TokenizerConfig
+    from langkit.tokenizer import (
+        extend_tokenizer,
+        learn_options,
+        load_base_tokenizer,
+        normalize_lines,
+        parse_text_args,
+        read_lines,
+    )
 
+    config = TokenizerConfig(base=args.base, budget=args.budget, pivot_guard=not args.no_pivot_guard,
+                             normalize=not args.no_normalize)
+    if args.min_frequency is not None:
+        config.min_frequency = args.min_frequency
+    if args.balance:
+        config.balance = args.balance
+    for item in args.language_budget:
+        code, _, n = item.partition("=")
+        if not n.isdigit():
+            raise ValueError(f"--language-budget {item!r} must look like LANG=N, e.g. bci_Latn=3000")
+        config.language_budgets[code] = int(n)
+    config.check("tokenizer")
     texts: dict[str, list[str]] = {}
     for language, path in parse_text_args(args.text):
-        texts.setdefault(language, []).extend(read_lines(path))
+        lines = read_lines(path)
+        texts.setdefault(language, []).extend(normalize_lines(lines, language) if config.normalize else lines)
+    base = load_base_tokenizer(args.base)
     tokenizer, new_tokens = extend_tokenizer(
-        load_base_tokenizer(args.base), texts, args.budget, args.out, min_frequency=args.min_frequency
+        base, texts, config.budget, args.out, config.min_frequency, **learn_options(config, base)
     )
     print(f"wrote {args.out}: {len(tokenizer)} ids ({len(new_tokens)} new; list in {Path(args.out) / 'new_tokens.json'})")
+
+
+def _corpus_sources(args: argparse.Namespace) -> None:
+    from langkit.corpus.catalog import cards_for, load_catalog
+    from langkit.languages import get_language
+
+    if args.lang:
+        get_language(args.lang)  # an unknown code is an error, not an empty list
+    cards = cards_for(load_catalog(args.dir), args.lang)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in cards], indent=2, ensure_ascii=False))
+        return
+    columns = ["id", "languages", "license", "redistribution", "use", "where"]
+    rows = [
+        [c.id, " ".join(c.languages), c.license, c.redistribution + (" (verify)" if c.verify else ""),
+         "eval" if c.eval_only else "", c.hf_id or c.url or "-"]
+        for c in cards
+    ]  # fmt: skip
+    widths = [max([len(col)] + [len(r[i]) for r in rows]) for i, col in enumerate(columns)]
+    for row in [columns, *rows]:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    print(f"{len(cards)} sources; (verify): a fact on the card is unchecked, see its notes (--json)")
+
+
+def _corpus_review(args: argparse.Namespace) -> None:
+    from langkit import pipeline
+    from langkit.corpus.review import write_review
+
+    target = Path(args.target)
+    if target.is_dir():
+        root = target
+    else:
+        if not args.out:
+            raise ConfigError("langkit corpus review CONFIG needs --out RUN_DIR (or give a run directory)")
+        root = Path(args.out)
+        if not (root / "corpus" / "stats.json").is_file():
+            pipeline.run_stage("corpus", load_config(target, args.overrides), root)
+    for path in write_review(root, n=args.n, seed=args.seed):
+        print(path)
 
 
 def _describe_run(root: Path) -> None:
     print(f"\nRun directory: {root.resolve()}")
     descriptions = {
         "config.yaml": "the resolved config this run used",
-        "corpus": "dataset/{train,dev,test}.parquet, stats.json, dropped/quarantined records",
+        "corpus": "dataset/{train,dev,test}.parquet + README.md card and plots, stats.json, dropped/quarantined records",
         "tokenizer": "tokenizer/ (extended gpt-oss tokenizer + new_tokens.json), stats.json (fertility)",
         "train": "adapter/ (LoRA, safetensors), checkpoints/, train_log.jsonl, metadata.json",
         "eval": "report.json / report.md (chrF++, BLEU, signatures), human_eval.csv + key",
@@ -160,7 +253,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command in ("train", "eval"):
         print(pipeline.run_stage(args.command, _load(args), args.out))
     elif args.command == "corpus":
-        print(pipeline.run_stage("corpus", _load(args), args.out))
+        if args.action == "sources":
+            _corpus_sources(args)
+        elif args.action == "review":
+            _corpus_review(args)
+        else:
+            print(pipeline.run_stage("corpus", _load(args), args.out))
     elif args.command == "tokenizer":
         if args.action == "build":
             print(pipeline.run_stage("tokenizer", _load(args), args.out))

@@ -7,6 +7,7 @@ resolved configuration is written into the run directory so that every run can b
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import types
 import typing
@@ -35,7 +36,9 @@ class SourceConfig:
     path: str
     """File path (relative paths resolve against the config file's folder) or Hub dataset id."""
     format: str = "text"
-    """One of ``text`` (one segment per line), ``jsonl``, ``tsv``, ``parquet`` or ``hf`` (Hub id)."""
+    """One of ``text`` (one segment per line), ``jsonl``, ``csv``, ``tsv``, ``aligned`` (two line-aligned
+    files: ``path`` and ``pivot_path``), ``parquet``, ``xlsx`` or ``hf`` (Hub id or local dataset folder).
+    See :mod:`langkit.corpus.readers`."""
     language: str = ""
     """FLORES-200 code of the target-language text in this source, e.g. ``wol_Latn``."""
     name: str = ""
@@ -52,16 +55,190 @@ class SourceConfig:
     """Dataset configuration name for ``format: hf``."""
     hf_split: str = "train"
     """Split to read for ``format: hf``."""
+    pivot_path: str = ""
+    """``format: aligned`` only: the pivot-language file whose line N translates line N of ``path``
+    (relative paths resolve like ``path``). Files of different lengths are refused."""
+    encoding: str = "auto"
+    """Text encoding of text / jsonl / csv / tsv / aligned files: ``auto`` (BOM, else UTF-8, else a
+    detected legacy code page such as cp1252) or any Python codec name (``utf-8``, ``utf-16``,
+    ``cp1252``, ``latin-1``), used as declared. Lines that do not decode are quarantined."""
+    delimiter: str = ""
+    """``format: csv`` only: the one-character cell separator; empty means ``,`` (``;`` for
+    French-locale Excel exports, ``"\\t"`` for a quoted tab-separated file)."""
+    sheet: str = ""
+    """``format: xlsx`` only: the sheet to read; empty means the first sheet. Row 1 is the header."""
+    card: str = ""
+    """Id of this source's card in the catalogue (``corpora/sources/``, ``langkit corpus sources``);
+    it fills ``license`` and ``redistribution`` when they are not set here."""
+    redistribution: str = ""
+    """What the licence allows: ``open``, ``share-alike``, ``non-commercial`` or ``no-redistribution``;
+    empty means from ``card``, else inferred from ``license``. A build meant for release
+    (``corpus.release``) refuses non-commercial and no-redistribution sources."""
 
     def check(self, key: str) -> None:
-        if self.format not in {"text", "jsonl", "tsv", "parquet", "hf"}:
-            raise ConfigError(f"{key}.format must be one of text, jsonl, tsv, parquet, hf; got {self.format!r}")
+        formats = ("text", "jsonl", "csv", "tsv", "aligned", "parquet", "xlsx", "hf")
+        if self.format not in formats:
+            raise ConfigError(f"{key}.format must be one of {', '.join(formats)}; got {self.format!r}")
+        if self.format == "aligned":
+            if not self.pivot_path or self.pivot_field:
+                raise ConfigError(f"{key}: format 'aligned' needs pivot_path (the pivot file), not pivot_field")
+            if self.pivot_language not in LANGUAGES:
+                raise ConfigError(f"{key}.pivot_language must be set to a known code for format 'aligned'")
+        elif self.pivot_path:
+            raise ConfigError(f"{key}.pivot_path is only for format 'aligned'")
+        if self.encoding != "auto":
+            if self.format not in ("text", "jsonl", "csv", "tsv", "aligned"):
+                raise ConfigError(f"{key}.encoding applies to text, jsonl, csv, tsv and aligned files only")
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise ConfigError(f"{key}.encoding: unknown encoding {self.encoding!r}") from None
+        if self.delimiter and (self.format != "csv" or len(self.delimiter) != 1):
+            raise ConfigError(f"{key}.delimiter must be one character, and only for format 'csv'")
+        if self.sheet and self.format != "xlsx":
+            raise ConfigError(f"{key}.sheet is only for format 'xlsx'")
+        redistribution = ("open", "share-alike", "non-commercial", "no-redistribution")
+        if self.redistribution and self.redistribution not in redistribution:
+            raise ConfigError(
+                f"{key}.redistribution must be one of {', '.join(redistribution)}; got {self.redistribution!r}"
+            )
         if self.language not in LANGUAGES:
             raise ConfigError(f"{key}.language must be a known language code, got {self.language!r}")
         if self.pivot_field and self.pivot_language not in LANGUAGES:
             raise ConfigError(f"{key}.pivot_language must be set to a known code when pivot_field is set")
         if self.format == "text" and self.pivot_field:
             raise ConfigError(f"{key}.pivot_field is not supported for format 'text' (one segment per line)")
+
+
+@dataclass
+class NormalizeConfig:
+    """Per-language text normalization (``langkit.corpus.normalize``), shared by the corpus, tokenizer and
+    training stages. Each switch turns one rule on or off; the module documents every rule and its source."""
+
+    nfc: bool = True
+    """Unicode NFC: one code point for é, ë, ñ where one exists (rule ``nfc``)."""
+    fold_lookalikes: bool = True
+    """Fold look-alike letters into the language's own (Greek ε to ɛ in Baoulé and Lingala, ↄ to ɔ, Greek η
+    to ŋ in Wolof); never applied to French, English or Swahili text (rule ``lookalike``)."""
+    unify_apostrophes: bool = True
+    """Write every apostrophe variant (’ ʼ ‘, and ´ ` between letters) as the ASCII apostrophe ' that
+    gpt-oss's pre-tokenizer knows (rule ``apostrophe``)."""
+    unify_spaces: bool = True
+    """No-break, thin and other exotic spaces and tabs to a plain space, runs collapsed, ends trimmed
+    (rule ``space``)."""
+    strip_controls: bool = True
+    """Remove control characters (C0/C1 except tab and newline) and invisible format characters
+    (zero-width space, BOM, soft hyphen, bidi marks) (rule ``control``)."""
+    lingala_tones: str = "keep"
+    """Lingala tone marks (á, ɛ́, ǒ, ɔ̂): ``keep`` them, or ``strip`` them (rule ``tones_stripped``)."""
+    swahili_ng_apostrophe: bool = True
+    """Swahili: the apostrophe of ng' (ng'ombe) written as ASCII ' whatever variant was typed (rule
+    ``ng_apostrophe``)."""
+    flag_french_spelling: bool = True
+    """Wolof and Baoulé: flag (never change) text in a French-style spelling (flag ``flag:french_spelling``)."""
+
+    def check(self, key: str) -> None:
+        if self.lingala_tones not in {"keep", "strip"}:
+            raise ConfigError(f"{key}.lingala_tones must be keep or strip, got {self.lingala_tones!r}")
+
+
+@dataclass
+class FilterConfig:
+    """Quality filters of the corpus stage (``langkit.corpus.filters``), applied to the normalized target
+    text; a dropped record's reason is the name of the first filter it fails."""
+
+    enabled: bool = True
+    """Run the quality filters at all."""
+    min_chars: int = 2
+    """Fewer characters than this: ``too_short`` (greetings such as "Mo." must survive)."""
+    min_words: int = 1
+    """Fewer whitespace-separated words than this: ``too_short``."""
+    max_chars: int = 10_000
+    """More characters than this: ``too_long`` (a UDHR preamble is about 3,000)."""
+    max_words: int = 2_000
+    """More words than this: ``too_long``."""
+    min_letter_ratio: float = 0.5
+    """Share of letters among the non-space characters (placeholders such as <PHONE> count as symbols);
+    below it: ``mostly_symbols`` (page numbers, tables of figures, lines of punctuation)."""
+    ngram_size: int = 3
+    """n of the word n-grams checked for repetition."""
+    max_repeated_ngrams: float = 0.5
+    """Share of the word n-grams that repeat an earlier one; above it: ``repeated_ngrams``."""
+    min_script_ratio: float = 0.8
+    """Share of the letters that are in the language's script (Latin); below it: ``wrong_script``."""
+
+    def check(self, key: str) -> None:
+        for name in ("min_chars", "min_words", "max_chars", "max_words"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{key}.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_chars < self.min_chars or self.max_words < self.min_words:
+            raise ConfigError(f"{key}.max_chars/max_words must be >= min_chars/min_words")
+        if self.ngram_size < 1:
+            raise ConfigError(f"{key}.ngram_size must be >= 1, got {self.ngram_size}")
+        for name in ("min_letter_ratio", "max_repeated_ngrams", "min_script_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{key}.{name} must be between 0 and 1, got {getattr(self, name)}")
+
+
+@dataclass
+class PiiConfig:
+    """Personal data scrubbing (``langkit.corpus.pii``): matches are replaced by typed placeholders."""
+
+    enabled: bool = True
+    """Scrub personal data at all (target and pivot text)."""
+    emails: bool = True
+    """E-mail addresses -> ``<EMAIL>``."""
+    phones: bool = True
+    """Phone numbers (Senegal, Côte d'Ivoire, both Congos, Kenya, Tanzania, international) -> ``<PHONE>``."""
+    urls: bool = True
+    """URLs that carry user data (user info, user/e-mail/token/id parameters) -> ``<URL>``; other URLs
+    are kept."""
+    id_numbers: bool = True
+    """Runs of ``min_id_digits`` or more digits (and 4-4-4-4 card-like groups) -> ``<ID>``."""
+    min_id_digits: int = 9
+    """Shortest digit run taken for an identifier."""
+
+    def check(self, key: str) -> None:
+        if self.min_id_digits < 5:
+            raise ConfigError(f"{key}.min_id_digits must be >= 5, got {self.min_id_digits}")
+
+
+@dataclass
+class LangIdConfig:
+    """Language identification (``langkit.corpus.langid``): drop records that are not in their source's
+    language, e.g. French lines in a Wolof file, with the reason ``langid:fra_Latn``."""
+
+    enabled: bool = True
+    """Identify the language of every target text."""
+    backend: str = "builtin"
+    """``builtin`` (common words of the six languages, no dependency) or ``glotlid`` (a fastText model
+    file at ``model_path``; needs the optional ``fasttext`` package)."""
+    model_path: str = ""
+    """Path of the GlotLID ``model.bin`` for ``backend: glotlid``."""
+    threshold: float = 0.4
+    """Confidence at or above which another language's prediction drops the record. For the builtin
+    identifier 0.4 means at least two words of the other language and a clear majority of the
+    evidence: on the FLORES-200 dev and UDHR/mtBCI texts it dropped none of the 4,800 target-language
+    lines and found 99% of French and 97% of English FLORES sentences put into a Wolof source."""
+    thresholds: dict[str, float] = field(default_factory=dict)
+    """Per source language, overriding ``threshold`` (``{bci_Latn: 0.7}``)."""
+    min_words: int = 3
+    """Texts with fewer words are never dropped by language identification (too little evidence)."""
+    drop_languages: list[str] = field(default_factory=list)
+    """Only these predicted languages drop a record; empty means any language other than the source's."""
+
+    def check(self, key: str) -> None:
+        if self.backend not in {"builtin", "glotlid"}:
+            raise ConfigError(f"{key}.backend must be builtin or glotlid, got {self.backend!r}")
+        if self.backend == "glotlid" and not self.model_path:
+            raise ConfigError(f"{key}.model_path must be set for backend glotlid")
+        for code, value in {"": self.threshold, **self.thresholds}.items():
+            if code and code not in LANGUAGES:
+                raise ConfigError(f"{key}.thresholds.{code}: unknown language code")
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{key}.threshold{'s.' + code if code else ''} must be between 0 and 1")
+        if self.min_words < 0:
+            raise ConfigError(f"{key}.min_words must be >= 0, got {self.min_words}")
 
 
 @dataclass
@@ -76,12 +253,30 @@ class CorpusConfig:
     """Aligned pairs held out per language for the test split (translated by the eval stage)."""
     seed: int = 0
     """Seed of the train/dev/test shuffle."""
+    release: bool = True
+    """The corpus is meant for a public release: sources whose redistribution is ``non-commercial`` or
+    ``no-redistribution`` are refused before anything is read (unless ``allow_restricted``)."""
+    allow_restricted: bool = False
+    """Read non-commercial and no-redistribution sources even when ``release`` is true (a private
+    build); the dataset card then says which sources restrict it."""
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    """Per-language normalization of every record (pivot text by the pivot's rules)."""
+    pii: PiiConfig = field(default_factory=PiiConfig)
+    """Personal data scrubbing (target and pivot text)."""
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    """Quality filters (target text)."""
+    langid: LangIdConfig = field(default_factory=LangIdConfig)
+    """Language identification (target text)."""
 
     def check(self, key: str) -> None:
         for i, source in enumerate(self.sources):
             source.check(f"{key}.sources[{i}]")
         if self.dev_size < 0 or self.test_size < 0:
             raise ConfigError(f"{key}.dev_size and {key}.test_size must be >= 0")
+        self.normalize.check(f"{key}.normalize")
+        self.pii.check(f"{key}.pii")
+        self.filters.check(f"{key}.filters")
+        self.langid.check(f"{key}.langid")
 
 
 @dataclass
@@ -93,14 +288,37 @@ class TokenizerConfig:
     offline from the quicktok-v1 package."""
     budget: int = 256
     """Number of new tokens (merges) to add, shared across the languages."""
-    min_frequency: int = 2
-    """A pair must occur at least this many times in the corpus to become a new token."""
+    min_frequency: int = 1
+    """A pair must occur at least this many times in a language's text to become a new token. The
+    budget is what limits a large corpus; on a small one a floor above 1 leaves budget unused."""
+    balance: str = "equal"
+    """How the budget is shared between languages: ``equal`` shares (the smallest corpus is not
+    crowded out by the largest), ``proportional`` to each language's token count, or ``none`` (all
+    text pooled: plain continued BPE)."""
+    language_budgets: dict[str, int] = field(default_factory=dict)
+    """Fixed shares in tokens for some languages (``{bci_Latn: 3000}``); the others split the rest."""
+    pivot_guard: bool = True
+    """Refuse merges that would change how English or French words tokenize (checked against the
+    most frequent words of each pivot, from the wordfreq package)."""
+    pivot_guard_words: int = 50_000
+    """How many of each pivot language's most frequent words the guard protects."""
+    words_only: bool = True
+    """Learn merges inside words only, never inside numbers, punctuation or whitespace runs."""
+    normalize: bool = True
+    """Apply the corpus stage's per-language normalization to the text before learning and measuring."""
 
     def check(self, key: str) -> None:
         if self.budget < 0:
             raise ConfigError(f"{key}.budget must be >= 0, got {self.budget}")
         if self.min_frequency < 1:
             raise ConfigError(f"{key}.min_frequency must be >= 1, got {self.min_frequency}")
+        if self.balance not in {"equal", "proportional", "none"}:
+            raise ConfigError(f"{key}.balance must be equal, proportional or none, got {self.balance!r}")
+        for code, n in self.language_budgets.items():
+            if code not in LANGUAGES or n < 0:
+                raise ConfigError(f"{key}.language_budgets.{code}: need a known language and a count >= 0")
+        if sum(self.language_budgets.values()) > self.budget:
+            raise ConfigError(f"{key}.language_budgets add up to more than {key}.budget ({self.budget})")
 
 
 @dataclass
@@ -129,7 +347,7 @@ class TrainConfig:
     max_steps: int = 20
     """Optimizer steps to train for."""
     batch_size: int = 4
-    """Examples per optimizer step."""
+    """Examples per optimizer step; with ``packing``, rows per step, each packed with whole examples."""
     max_length: int = 256
     """Longest example in tokens; longer examples are truncated."""
     monolingual: bool = True
@@ -142,8 +360,24 @@ class TrainConfig:
     """Continue from the last checkpoint in the run directory when there is one."""
     seed: int = 0
     """Seed of model initialisation (tiny), data order and LoRA initialisation."""
+    attention: str = "eager"
+    """Attention kernel: ``eager`` (transformers': [batch, heads, L, L] scores, memory grows with L²) or
+    ``langkit_sink`` (exact sink-aware blockwise attention, memory linear in L; ``langkit/attention.py``)."""
+    chunked_loss: bool = False
+    """Compute the loss ``loss_chunk_size`` labelled tokens at a time instead of materialising the logits of
+    the whole batch ([tokens, 201,088] floats); same loss and gradients (``langkit/loss.py``)."""
+    loss_chunk_size: int = 1024
+    """Tokens per chunk of the chunked loss: peak memory about 3 x chunk x vocabulary x 4 bytes."""
+    packing: bool = False
+    """Pack whole examples into ``batch_size`` rows of up to ``max_length`` tokens (first fit, in data
+    order), with position ids restarting per example and attention kept within each example (masks in
+    ``langkit/attention.py``; works with both attention kernels). Padding efficiency is logged."""
 
     def check(self, key: str) -> None:
+        if self.attention not in {"eager", "langkit_sink"}:
+            raise ConfigError(f"{key}.attention must be eager or langkit_sink, got {self.attention!r}")
+        if self.loss_chunk_size <= 0:
+            raise ConfigError(f"{key}.loss_chunk_size must be > 0, got {self.loss_chunk_size}")
         if self.lora_r <= 0:
             raise ConfigError(f"{key}.lora_r must be > 0, got {self.lora_r}")
         if self.lora_alpha <= 0:
@@ -246,6 +480,11 @@ def _build(cls: Any, data: Any, key: str) -> Any:
                 raise ConfigError(f"unknown config key {dotted!r}; known keys here: {', '.join(sorted(names))}")
             kwargs[k] = _build(hints[k], v, dotted)
         return typing.cast(Any, cls)(**kwargs)
+    if origin is dict:
+        key_type, value_type = typing.get_args(cls)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{key} must be a mapping, got {type(data).__name__}")
+        return {_build(key_type, k, f"{key}.{k}"): _build(value_type, v, f"{key}.{k}") for k, v in data.items()}
     if origin is list:
         (item_type,) = typing.get_args(cls)
         if not isinstance(data, list):
@@ -312,6 +551,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     for source in cfg.corpus.sources:
         if source.format != "hf" and not Path(source.path).is_absolute():
             source.path = str((path.parent / source.path).resolve())
+        if source.pivot_path and not Path(source.pivot_path).is_absolute():
+            source.pivot_path = str((path.parent / source.pivot_path).resolve())
     return cfg
 
 

@@ -57,12 +57,20 @@ def gpt_oss_config(name: str = TINY, vocab_size: int = BASE_VOCAB_SIZE) -> Any:
     )
 
 
-def build_random_model(name: str = TINY, seed: int = 0, dtype: str = "float32") -> Any:
-    """The real ``GptOssForCausalLM`` architecture with random weights (no download)."""
+def build_random_model(name: str = TINY, seed: int = 0, dtype: str = "float32",
+                       device: str | torch.device | None = None) -> Any:
+    """The real ``GptOssForCausalLM`` architecture with random weights (no download). With ``device``, the
+    weights are created there directly in ``dtype`` (gpt-oss-20b built in float32 on the host first would
+    take 84 GB); without it, built in float32 on the CPU and cast (the tiny model's seeded weights)."""
     from transformers import GptOssForCausalLM
 
     torch.manual_seed(seed)
-    model: Any = GptOssForCausalLM(gpt_oss_config(name))
+    if device is not None:
+        with torch.device(device):
+            model: Any = GptOssForCausalLM._from_config(gpt_oss_config(name), dtype=DTYPES[dtype])
+        model.config.use_cache = False
+        return model
+    model = GptOssForCausalLM(gpt_oss_config(name))
     model = model.to(DTYPES[dtype])
     model.config.use_cache = False
     return model

@@ -266,7 +266,7 @@ def release_languages(cfg: RunConfig, facts: _RunFacts | None = None) -> list[st
     codes = list(cfg.languages)
     pivots: list[str] = []
     seen_in_run = [s.get("pivot_language", "") for s in (facts.sources if facts else [])]
-    seen_in_run += [src.pivot_language for src in cfg.corpus.sources if src.pivot_field]
+    seen_in_run += [src.pivot_language for src in cfg.corpus.sources if src.pivot_field or src.pivot_path]
     for result in _results(facts.report if facts else None):
         seen_in_run += [result.get("source_language", ""), result.get("target_language", "")]
     candidates = [c for c in seen_in_run if c in LANGUAGES and LANGUAGES[c].is_pivot]
@@ -579,6 +579,8 @@ def _shareable_config(cfg: RunConfig) -> RunConfig:
     for source in shared.corpus.sources:
         if source.format != "hf":
             source.path = Path(source.path).name
+            if source.pivot_path:
+                source.pivot_path = Path(source.pivot_path).name
     return shared
 
 

@@ -21,7 +21,7 @@ import struct
 import tempfile
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -197,23 +197,18 @@ def load_base_tokenizer(name: str = "openai/gpt-oss-20b") -> Any:
     """The gpt-oss tokenizer, from the first place that has it:
 
     1. ``name`` is a local folder holding a tokenizer (a downloaded model, or an earlier langkit output);
-    2. ``name`` is a Hub id and the Hub (or its local cache) answers;
-    3. ``name`` is a gpt-oss id or ``o200k_harmony``: rebuilt offline from quicktok-v1 (cached).
+    2. ``name`` is a gpt-oss id (or ``o200k_harmony``): rebuilt offline from quicktok-v1 and cached. The
+       rebuild is tested id for id against a reference encoder, so there is nothing to gain from the
+       network, and a sovereign deployment never waits on it;
+    3. any other Hub id: the Hub (or its local cache), as transformers finds it.
     """
     from transformers import AutoTokenizer
 
     if Path(name).is_dir():
         return AutoTokenizer.from_pretrained(name)
-    if name != OFFLINE_NAME:
-        try:
-            tok = AutoTokenizer.from_pretrained(name)
-            log.info("loaded tokenizer %s from the Hub or its cache", name)
-            return tok
-        except (OSError, ValueError) as err:
-            if name not in GPT_OSS_HUB_IDS:
-                raise
-            log.info("%s not reachable (%s); using the offline rebuild of o200k_harmony", name, type(err).__name__)
-    return AutoTokenizer.from_pretrained(str(offline_tokenizer_dir()))
+    if name == OFFLINE_NAME or name in GPT_OSS_HUB_IDS:
+        return AutoTokenizer.from_pretrained(str(offline_tokenizer_dir()))
+    return AutoTokenizer.from_pretrained(name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,12 +218,19 @@ def load_base_tokenizer(name: str = "openai/gpt-oss-20b") -> Any:
 
 @dataclass
 class Fertility:
+    """What one tokenizer costs on one text. Words are whitespace-separated; bytes are UTF-8."""
+
     language: str
     path: str
     lines: int
     words: int
     characters: int
+    bytes: int
     tokens: int
+    split_words: int
+    """Words (running, not distinct) that the tokenizer cuts into two tokens or more."""
+    premium: float | None = None
+    """Tokens / English tokens on the same aligned lines, when aligned English text was given."""
 
     @property
     def tokens_per_word(self) -> float:
@@ -238,25 +240,106 @@ class Fertility:
     def chars_per_token(self) -> float:
         return self.characters / self.tokens if self.tokens else 0.0
 
+    @property
+    def bytes_per_token(self) -> float:
+        return self.bytes / self.tokens if self.tokens else 0.0
+
+    @property
+    def split_word_share(self) -> float:
+        return self.split_words / self.words if self.words else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "tokens_per_word": round(self.tokens_per_word, 4),
-                "chars_per_token": round(self.chars_per_token, 4)}
+                "chars_per_token": round(self.chars_per_token, 4),
+                "bytes_per_token": round(self.bytes_per_token, 4),
+                "split_word_share": round(self.split_word_share, 4)}
 
 
-def read_lines(path: str | Path) -> list[str]:
-    """A plain-text file, one segment per line: NFC, surrounding whitespace stripped, empty lines skipped."""
+def read_lines(path: str | Path, keep_empty: bool = False) -> list[str]:
+    """A plain-text file, one segment per line: NFC, surrounding whitespace stripped, empty lines
+    skipped (or kept, to stay aligned with a parallel file)."""
     with open(path, encoding="utf-8-sig") as f:
         lines = [unicodedata.normalize("NFC", line.strip()) for line in f]
-    return [line for line in lines if line]
+    return lines if keep_empty else [line for line in lines if line]
+
+
+def normalize_lines(lines: Sequence[str], language: str, config: Any = None) -> list[str]:
+    """The corpus stage's normalization for ``language`` (one normalizer for every stage, with the
+    corpus config's rules when given), so that counts describe the text the model really sees."""
+    from langkit.corpus.normalize import normalize_text
+
+    return [normalize_text(line, language, config)[0] for line in lines]
 
 
 def fertility(tokenizer: Any, lines: Sequence[str], language: str = "", path: str = "") -> Fertility:
-    """Count lines, whitespace words, characters and tokens (no special tokens added)."""
+    """Count lines, words, characters, bytes and tokens (no special tokens added), and the words cut
+    into several tokens (each word tokenized as it appears mid-sentence, after a space)."""
     tokens = sum(len(ids) for ids in tokenizer(list(lines), add_special_tokens=False)["input_ids"]) if lines else 0
+    word_counts = Counter(word for line in lines for word in line.split())
+    distinct = list(word_counts)
+    pieces = tokenizer([" " + w for w in distinct], add_special_tokens=False)["input_ids"] if distinct else []
+    split = sum(word_counts[w] for w, ids in zip(distinct, pieces, strict=True) if len(ids) > 1)
     return Fertility(
-        language=language, path=path, lines=len(lines), words=sum(len(line.split()) for line in lines),
-        characters=sum(len(line) for line in lines), tokens=tokens,
+        language=language, path=path, lines=len(lines), words=sum(word_counts.values()),
+        characters=sum(len(line) for line in lines), bytes=sum(len(line.encode("utf-8")) for line in lines),
+        tokens=tokens, split_words=split,
     )
+
+
+def compare_tokenizers(
+    tokenizers: Mapping[str, Any], files: Sequence[tuple[str, Path]], normalize: bool = True
+) -> list[dict[str, Any]]:
+    """:func:`fertility` of each tokenizer on each ``(language, path)`` file, side by side.
+
+    With ``normalize``, each file first goes through its language's normalization (the corpus
+    stage's rules), so the numbers describe what the model sees. When an English file with as many
+    lines as another file is among ``files``, the two are taken as aligned and the other file's
+    ``premium`` is its tokens over the English tokens, for the same tokenizer."""
+    texts = []
+    for language, path in files:
+        lines = read_lines(path, keep_empty=True)
+        texts.append((language, path, normalize_lines(lines, language) if normalize else lines))
+    english = {len(lines): lines for language, _, lines in texts if language == "eng_Latn"}
+    rows = []
+    for language, path, lines in texts:
+        row: dict[str, Any] = {"language": language, "path": str(path), "tokenizers": {}}
+        for name, tokenizer in tokenizers.items():
+            stats = fertility(tokenizer, [line for line in lines if line], language, str(path))
+            reference = english.get(len(lines))
+            if reference is not None and language != "eng_Latn":
+                eng_tokens = fertility(tokenizer, [line for line in reference if line]).tokens
+                stats.premium = round(stats.tokens / eng_tokens, 4) if eng_tokens else None
+            row["tokenizers"][name] = stats.to_dict()
+        rows.append(row)
+    return rows
+
+
+def plot_fertility(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """A bar chart of tokens per word, one group per file, one bar per tokenizer (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows[0]["tokenizers"]) if rows else []
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(rows)), 4))
+    for i, name in enumerate(names):
+        values = [row["tokenizers"][name]["tokens_per_word"] for row in rows]
+        positions = [x + i * width for x in range(len(rows))]
+        bars = ax.bar(positions, values, width, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(rows))])
+    ax.set_xticklabels([f"{row['language']}\n{Path(row['path']).name}" for row in rows], fontsize=7)
+    ax.set_ylabel("tokens per word")
+    ax.set_title("The tokenization tax: tokens per word")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def parse_text_args(items: Iterable[str]) -> list[tuple[str, Path]]:
@@ -294,46 +377,60 @@ class NewToken:
     """The base-vocabulary ids this token replaces: what training averages to initialise its embedding."""
     frequency: int
     """How often the merge applied in the training text when it was learned."""
+    language: str = ""
+    """The language whose share of the budget paid for this token (``all`` when the budget is pooled)."""
 
 
 class _PairIndex:
     """Pair statistics over a bag of words (each a list of token ids), kept up to date as pairs merge.
 
-    A pair's score is the sum over the words holding it of (occurrences x the word's weight); the
-    weight of a word is its count divided by its language's total token count, so that each language
-    pulls on the shared budget with the same force however large its corpus is.
+    Counts are kept per language, so that each language can ask for its own most frequent pair (the
+    balanced budget) while a merge, once chosen, applies to every language's words. ``occurrences``
+    counts each new token in the current segmentation, to avoid merges that would swallow every
+    occurrence of an earlier new token (such a token would never be produced).
     """
 
-    def __init__(self, words: list[list[int]], weights: list[float], counts: list[int]) -> None:
-        self.words, self.weights, self.counts = words, weights, counts
-        self.score: dict[tuple[int, int], float] = defaultdict(float)
-        self.raw: dict[tuple[int, int], int] = defaultdict(int)
+    def __init__(self, words: list[list[int]], languages: list[int], counts: list[int], n_languages: int) -> None:
+        self.words, self.languages, self.counts = words, languages, counts
+        self.raw: list[dict[tuple[int, int], int]] = [defaultdict(int) for _ in range(n_languages)]
+        self.total: dict[tuple[int, int], int] = defaultdict(int)
         self.where: dict[tuple[int, int], set[int]] = defaultdict(set)
+        self.occurrences: dict[int, int] = defaultdict(int)
         for w, word in enumerate(words):
             self._add(w, word, +1)
-        self.heap = [(-s, p) for p, s in self.score.items()]
-        heapq.heapify(self.heap)
+        self.heaps = [[(-n, p) for p, n in raw.items()] for raw in self.raw]
+        for heap in self.heaps:
+            heapq.heapify(heap)
 
     def _add(self, w: int, word: list[int], sign: int) -> set[tuple[int, int]]:
+        raw, count = self.raw[self.languages[w]], self.counts[w]
         touched = set()
         for pair in zip(word, word[1:], strict=False):
-            self.score[pair] += sign * self.weights[w]
-            self.raw[pair] += sign * self.counts[w]
+            raw[pair] += sign * count
+            self.total[pair] += sign * count
             if sign > 0:
                 self.where[pair].add(w)
             touched.add(pair)
         return touched
 
-    def best(self, min_frequency: int, banned: set[tuple[int, int]]) -> tuple[int, int] | None:
-        while self.heap:
-            neg, pair = heapq.heappop(self.heap)
-            current = self.score.get(pair, 0.0)
-            if abs(current + neg) > 1e-12 * max(1.0, abs(current)):
-                continue  # stale entry; the pair was re-pushed with its new score
-            if pair in banned or self.raw[pair] < min_frequency:
+    def best(self, language: int, min_frequency: int, allowed: Callable[[tuple[int, int]], bool]) -> tuple[int, int] | None:
+        """The most frequent pair of ``language`` that may be merged, or None when none is left."""
+        heap, raw = self.heaps[language], self.raw[language]
+        while heap:
+            neg, pair = heapq.heappop(heap)
+            if raw.get(pair, 0) != -neg:
+                continue  # stale: the pair was re-pushed with its current count
+            if -neg < min_frequency:
+                heap.clear()  # the heap is ordered: nothing frequent enough is left
+                return None
+            if not allowed(pair) or self._would_swallow(pair):
                 continue
             return pair
         return None
+
+    def _would_swallow(self, pair: tuple[int, int]) -> bool:
+        """True when merging ``pair`` would consume every occurrence of a new token in it."""
+        return any(t in self.occurrences and self.occurrences[t] <= self.total[pair] for t in set(pair))
 
     def merge(self, pair: tuple[int, int], new_id: int) -> int:
         """Replace ``pair`` by ``new_id`` in every word holding it (left to right, as BPE does)."""
@@ -353,13 +450,20 @@ class _PairIndex:
                     i += 1
             self.words[w] = merged
             touched |= self._add(w, merged, +1)
+        for t in pair:
+            if t in self.occurrences:
+                self.occurrences[t] -= applied
+        self.occurrences[new_id] = applied
         for p in touched:
-            if self.raw[p] <= 0:
-                self.score.pop(p, None)
-                self.raw.pop(p, None)
+            if self.total.get(p, 0) <= 0:
+                self.total.pop(p, None)
                 self.where.pop(p, None)
-            else:
-                heapq.heappush(self.heap, (-self.score[p], p))
+            for language, raw in enumerate(self.raw):
+                if p in raw:
+                    if raw[p] <= 0:
+                        del raw[p]
+                    else:
+                        heapq.heappush(self.heaps[language], (-raw[p], p))
         return applied
 
 
@@ -367,19 +471,80 @@ def _backend_json(tokenizer: Any) -> dict[str, Any]:
     return json.loads(tokenizer.backend_tokenizer.to_str())
 
 
+@dataclass
+class PivotGuard:
+    """What the extension must not touch so that English and French tokenize exactly as before:
+    every adjacent token pair inside the base tokenization of a frequent pivot word (a merge of such a
+    pair would re-segment the word), and the words themselves (a new token spelling a whole pivot word
+    would be taken for it directly, since gpt-oss's BPE looks whole words up before merging)."""
+
+    pairs: set[tuple[int, int]]
+    words: set[str]
+
+    @classmethod
+    def from_words(cls, tokenizer: Any, words: Iterable[str]) -> PivotGuard:
+        """Protect ``words`` as they appear in running text: lower-case, capitalised and upper-case,
+        at the start of a line and after a space."""
+        backend = tokenizer.backend_tokenizer
+        pairs: set[tuple[int, int]] = set()
+        pieces: set[str] = set()
+        for word in words:
+            for form in {word, word.capitalize(), word.upper()}:
+                for text in (form, " " + form):
+                    for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text):
+                        if piece in pieces:
+                            continue
+                        pieces.add(piece)
+                        ids = [t.id for t in backend.model.tokenize(piece)]
+                        pairs.update(zip(ids, ids[1:], strict=False))
+        return cls(pairs, pieces)
+
+    @classmethod
+    def build(cls, tokenizer: Any, languages: Sequence[str] = ("eng_Latn", "fra_Latn"), top_n: int = 50_000) -> PivotGuard:
+        """Protect the ``top_n`` most frequent words of each pivot language, from the frequency lists
+        that the wordfreq package carries (read offline; nothing of them is copied into langkit)."""
+        import wordfreq
+
+        from langkit.languages import get_language
+
+        words = [w for code in languages for w in wordfreq.top_n_list(get_language(code).iso639_1 or code, top_n)]
+        guard = cls.from_words(tokenizer, words)
+        log.info("pivot guard: %d protected word forms, %d protected pairs", len(guard.words), len(guard.pairs))
+        return guard
+
+
+def _has_letter(text: str) -> bool:
+    return any(ch.isalpha() for ch in text)
+
+
 def learn_merges(
-    tokenizer: Any, texts: Mapping[str, Sequence[str]], budget: int, min_frequency: int = 2
+    tokenizer: Any,
+    texts: Mapping[str, Sequence[str]],
+    budget: int,
+    min_frequency: int = 2,
+    *,
+    balance: str = "equal",
+    language_budgets: Mapping[str, int] | None = None,
+    guard: PivotGuard | None = None,
+    words_only: bool = True,
 ) -> tuple[list[NewToken], dict[str, Any]]:
     """Learn up to ``budget`` new merges from ``texts`` ({language: lines}) continuing the tokenizer's BPE.
 
-    Returns the new tokens (in merge order, ids from ``len(tokenizer)`` up) and the extended
-    ``tokenizer.json`` content.
+    ``balance`` shares the budget between languages: ``equal`` gives each language the same share
+    (so a small Baoulé corpus is not crowded out by a large Swahili one), ``proportional`` shares by
+    token count, ``none`` pools all text (plain continued BPE). ``language_budgets`` fixes some
+    languages' shares in tokens; the others split the rest. Each step, the language furthest below its
+    share picks its most frequent pair; the merge then applies to every language. ``words_only`` learns
+    merges inside words only (never in numbers, punctuation or whitespace runs, which all languages
+    share). Returns the new tokens (ids from ``len(tokenizer)`` up) and the extended ``tokenizer.json``.
     """
     backend = tokenizer.backend_tokenizer
     data = _backend_json(tokenizer)
     model = data["model"]
     if model.get("type") != "BPE":
         raise ValueError(f"can only extend a BPE tokenizer, this one is {model.get('type')}")
+    if balance not in {"equal", "proportional", "none"}:
+        raise ValueError(f"balance must be equal, proportional or none, got {balance!r}")
     vocab: dict[str, int] = model["vocab"]
     # The special tokens (ids 199,998..201,087) live in the added vocabulary, which tokenizers numbers
     # after the model's vocabulary when it is loaded. Entering them in the model's vocabulary at their
@@ -391,64 +556,109 @@ def learn_merges(
     first_new_id = len(tokenizer)
 
     # Bag of pre-tokenized words per language, each encoded with the base BPE.
-    word_counts: Counter[tuple[str, str]] = Counter()
-    for language, lines in texts.items():
-        for line in progress(lines, desc=f"pre-tokenizing {language}"):
-            for piece, _ in backend.pre_tokenizer.pre_tokenize_str(line):
-                word_counts[(language, piece)] += 1
-    language_tokens: Counter[str] = Counter()
-    words, weights, counts = [], [], []
+    pooled = {"all": [line for lines in texts.values() for line in lines]} if balance == "none" else texts
+    names = list(pooled)
+    word_counts: Counter[tuple[int, str]] = Counter()
+    for lang_i, language in enumerate(names):
+        for line in progress(pooled[language], desc=f"pre-tokenizing {language}"):
+            for piece, (start, end) in backend.pre_tokenizer.pre_tokenize_str(line):
+                if not words_only or _has_letter(line[start:end]):
+                    word_counts[(lang_i, piece)] += 1
     encoded: dict[str, list[int]] = {}
-    for (language, piece), count in word_counts.items():
+    words, languages, counts = [], [], []
+    language_tokens = [0] * len(names)
+    for (lang_i, piece), count in word_counts.items():
         if piece not in encoded:
             encoded[piece] = [t.id for t in backend.model.tokenize(piece)]
-        language_tokens[language] += count * len(encoded[piece])
-    for (language, piece), count in word_counts.items():
         words.append(list(encoded[piece]))
-        weights.append(count / language_tokens[language])
+        languages.append(lang_i)
         counts.append(count)
+        language_tokens[lang_i] += count * len(encoded[piece])
 
-    index = _PairIndex(words, weights, counts)
+    # Each language's share of the budget.
+    fixed = {names.index(k): v for k, v in (language_budgets or {}).items() if k in names}
+    rest = [i for i in range(len(names)) if i not in fixed]
+    left = max(0, budget - sum(fixed.values()))
+    share = [0.0] * len(names)
+    for i in rest:
+        share[i] = left * (language_tokens[i] / max(1, sum(language_tokens[j] for j in rest))
+                           if balance == "proportional" else 1 / len(rest))
+    for i, n in fixed.items():
+        share[i] = float(n)
+
+    banned_pairs = guard.pairs if guard else set()
+    banned_words = guard.words if guard else set()
+    refused: set[tuple[int, int]] = set()
+
+    def allowed(pair: tuple[int, int]) -> bool:
+        if pair in banned_pairs or pair in refused:
+            return False
+        merged = id_to_token[pair[0]] + id_to_token[pair[1]]
+        # Already a base token (BPE reaches it another way: a second id would be ambiguous), or a
+        # whole pivot word (it would be looked up directly and change the pivot's tokenization).
+        if merged in vocab or merged in banned_words:
+            refused.add(pair)
+            return False
+        return True
+
+    pair_stats = _PairIndex(words, languages, counts, len(names))
     base_ids: dict[int, list[int]] = {}
+    charged = [0] * len(names)
+    active = {i for i in range(len(names)) if share[i] > 0}
     new_tokens: list[NewToken] = []
-    banned: set[tuple[int, int]] = set()
-    while len(new_tokens) < budget:
-        pair = index.best(min_frequency, banned)
-        if pair is None:
-            break
-        left, right = id_to_token[pair[0]], id_to_token[pair[1]]
-        merged = left + right
-        if merged in vocab:
-            # Already a base token that BPE reaches another way; a second id for it would be ambiguous.
-            banned.add(pair)
+    while len(new_tokens) < budget and active:
+        chooser = min(active, key=lambda i: (charged[i] / share[i], i))
+        if chooser in fixed and charged[chooser] >= share[chooser]:
+            active.discard(chooser)  # a fixed share is a ceiling; equal shares grow as others run dry
             continue
+        pair = pair_stats.best(chooser, min_frequency, allowed)
+        if pair is None:
+            active.discard(chooser)
+            continue
+        left_token, right_token = id_to_token[pair[0]], id_to_token[pair[1]]
         new_id = first_new_id + len(new_tokens)
-        frequency = index.merge(pair, new_id)
+        frequency = pair_stats.merge(pair, new_id)
+        merged = left_token + right_token
         vocab[merged] = new_id
         id_to_token[new_id] = merged
-        model["merges"].append([left, right])
+        model["merges"].append([left_token, right_token])
         base_ids[new_id] = base_ids.get(pair[0], [pair[0]]) + base_ids.get(pair[1], [pair[1]])
+        charged[chooser] += 1
         new_tokens.append(
             NewToken(
-                id=new_id, token=merged, text=tokenizer.decode(base_ids[new_id]), merge=(left, right),
-                base_ids=base_ids[new_id], frequency=frequency,
+                id=new_id, token=merged, text=tokenizer.decode(base_ids[new_id]), merge=(left_token, right_token),
+                base_ids=base_ids[new_id], frequency=frequency, language=names[chooser],
             )
         )
-    log.info("learned %d new merges (budget %d) from %d distinct words", len(new_tokens), budget, len(encoded))
+    log.info("learned %d new merges (budget %d; %s) from %d distinct words", len(new_tokens), budget,
+             ", ".join(f"{n} {c}" for n, c in zip(names, charged, strict=True)), len(encoded))
     return new_tokens, data
 
 
+def learn_options(config: Any, tokenizer: Any) -> dict[str, Any]:
+    """:func:`learn_merges` options from a :class:`langkit.config.TokenizerConfig`."""
+    guard = PivotGuard.build(tokenizer, top_n=config.pivot_guard_words) if config.pivot_guard else None
+    return {"balance": config.balance, "language_budgets": dict(config.language_budgets), "guard": guard,
+            "words_only": config.words_only}
+
+
 def extend_tokenizer(
-    tokenizer: Any, texts: Mapping[str, Sequence[str]], budget: int, out_dir: str | Path, min_frequency: int = 2
+    tokenizer: Any,
+    texts: Mapping[str, Sequence[str]],
+    budget: int,
+    out_dir: str | Path,
+    min_frequency: int = 2,
+    **options: Any,
 ) -> tuple[Any, list[NewToken]]:
     """Extend ``tokenizer`` with merges learned on ``texts`` and save it to ``out_dir``: a Hugging Face
     tokenizer folder (tokenizer.json, config, special tokens, harmony chat template) plus
-    ``new_tokens.json`` next to it listing each new token with its base ids."""
+    ``new_tokens.json`` next to it listing each new token with its base ids. ``options`` go to
+    :func:`learn_merges` (balance, language_budgets, guard, words_only)."""
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     out_dir = Path(out_dir)
-    new_tokens, data = learn_merges(tokenizer, texts, budget, min_frequency)
+    new_tokens, data = learn_merges(tokenizer, texts, budget, min_frequency, **options)
     backend = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
     extended = PreTrainedTokenizerFast(
         tokenizer_object=backend,
@@ -489,31 +699,41 @@ def _texts_by_language(parquet: Path, column: str, language_column: str) -> dict
 
 def run(cfg: Any, run_dir: Any) -> Path:
     """Extend the base tokenizer with merges learned on the corpus's train split, and measure the
-    fertility of both tokenizers on the test split (target languages and their pivots)."""
+    fertility of both tokenizers on the test split (target languages and their pivots): ``stats.json``
+    and a bar chart ``fertility.png``."""
     train_split = run_dir.require(run_dir.split("train"), "corpus")
     test_split = run_dir.require(run_dir.split("test"), "corpus")
-    texts = {lang: lines for lang, lines in _texts_by_language(train_split, "text", "language").items()
+    normalize_config = cfg.corpus.normalize if cfg.tokenizer.normalize else None
+    texts = {lang: normalize_lines(lines, lang, normalize_config) if normalize_config else lines
+             for lang, lines in _texts_by_language(train_split, "text", "language").items()
              if lang in cfg.languages}
     if not texts:
         raise ValueError(f"{train_split} holds no text in {', '.join(cfg.languages)}")
     base = load_base_tokenizer(cfg.tokenizer.base)
     extended, new_tokens = extend_tokenizer(
-        base, texts, cfg.tokenizer.budget, run_dir.tokenizer, min_frequency=cfg.tokenizer.min_frequency
+        base, texts, cfg.tokenizer.budget, run_dir.tokenizer, cfg.tokenizer.min_frequency,
+        **learn_options(cfg.tokenizer, base),
     )
     measured = _texts_by_language(test_split, "text", "language")
     for lang, lines in _texts_by_language(test_split, "pivot_text", "pivot_language").items():
         measured.setdefault(lang, []).extend(lines)
     rows = []
     for lang in sorted(measured):
-        before = fertility(base, measured[lang], lang, str(test_split))
-        after = fertility(extended, measured[lang], lang, str(test_split))
+        lines = normalize_lines(measured[lang], lang, normalize_config) if normalize_config else measured[lang]
+        before = fertility(base, lines, lang, str(test_split))
+        after = fertility(extended, lines, lang, str(test_split))
         reduction = round(1 - after.tokens / before.tokens, 4) if before.tokens else 0.0
-        rows.append({"language": lang, "base": before.to_dict(), "extended": after.to_dict(),
+        rows.append({"language": lang, "path": str(test_split),
+                     "tokenizers": {"base": before.to_dict(), "extended": after.to_dict()},
                      "token_reduction": reduction})
         log.info("%s: %.3f -> %.3f tokens per word (%+.1f%% tokens)", lang, before.tokens_per_word,
                  after.tokens_per_word, -100 * reduction)
     write_json(run_dir.tokenizer_stage / "stats.json", {
         "base": cfg.tokenizer.base, "budget": cfg.tokenizer.budget, "new_tokens": len(new_tokens),
-        "vocab_size": len(extended), "measured_on": str(test_split), "languages": rows,
+        "new_tokens_by_language": dict(Counter(t.language for t in new_tokens)),
+        "vocab_size": len(extended), "measured_on": str(test_split), "normalized": bool(normalize_config),
+        "languages": rows,
     })
+    if rows:
+        plot_fertility(rows, run_dir.tokenizer_stage / "fertility.png")
     return Path(run_dir.tokenizer_stage)

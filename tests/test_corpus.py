@@ -21,6 +21,7 @@ import yaml
 
 from langkit.config import RunConfig, SourceConfig, config_from_dict
 from langkit.corpus import COLUMNS, Record, build_corpus, read_source, run
+from langkit.corpus.build import DROP_REASONS
 from langkit.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +31,11 @@ E_ACUTE_NFD = "e\u0301"  # "é" as e + combining acute accent
 def write(path: Path, data: str | bytes) -> Path:
     path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return path
+
+
+def drops(**counts: int) -> dict[str, int]:
+    """A per-source/per-language ``dropped`` dict: every fixed reason is counted, 0 when unused."""
+    return {**dict.fromkeys(DROP_REASONS, 0), **counts}
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -233,15 +239,15 @@ def test_build_normalizes_drops_and_quarantines_with_exact_accounting(
     assert list(by_name) == ["wol-tsv", "wol-jsonl", "wol-text"]  # swh source skipped
     assert by_name["wol-tsv"] == {
         "name": "wol-tsv", "path": sources[0].path, "format": "tsv", "language": "wol_Latn",
-        "pivot_language": "fra_Latn", "license": "CC-BY-4.0",
-        "read": 7, "kept": 4, "dropped": {"empty": 1, "duplicate": 1}, "quarantined": 1,
+        "pivot_language": "fra_Latn", "license": "CC-BY-4.0", "redistribution": "open", "card": "",
+        "read": 7, "kept": 4, "dropped": drops(empty=1, duplicate=1), "quarantined": 1,
     }  # fmt: skip
     assert (
         by_name["wol-jsonl"]["read"],
         by_name["wol-jsonl"]["kept"],
         by_name["wol-jsonl"]["quarantined"],
     ) == (3, 1, 2)
-    assert by_name["wol-text"]["dropped"] == {"empty": 1, "duplicate": 1}
+    assert by_name["wol-text"]["dropped"] == drops(empty=1, duplicate=1)
     for s in stats["sources"]:
         assert s["read"] == s["kept"] + sum(s["dropped"].values()) + s["quarantined"]
     lang = stats["languages"]["wol_Latn"]
@@ -252,7 +258,7 @@ def test_build_normalizes_drops_and_quarantines_with_exact_accounting(
         5,
         2,
     )
-    assert lang["dropped"] == {"empty": 2, "duplicate": 2}
+    assert lang["dropped"] == drops(empty=2, duplicate=2)
     assert json.loads((out / "stats.json").read_text(encoding="utf-8")) == stats
 
     train = pq.read_table(out / "dataset" / "train.parquet").to_pylist()
@@ -266,6 +272,7 @@ def test_build_normalizes_drops_and_quarantines_with_exact_accounting(
     assert cafe == {
         "id": "wol-tsv:2", "language": "wol_Latn", "text": "Café bi", "pivot_language": "fra_Latn",
         "pivot_text": "Le café", "source": "wol-tsv", "license": "CC-BY-4.0", "file": sources[0].path, "line": 2,
+        "normalization": ["nfc", "pivot:nfc"],  # decomposed é on both sides
     }  # fmt: skip
     assert train[-1]["pivot_language"] == "" and train[-1]["pivot_text"] == ""
 
@@ -287,6 +294,102 @@ def test_build_normalizes_drops_and_quarantines_with_exact_accounting(
         and "UTF-8" in reasons[3]
     )
     assert quarantined[0]["raw"] == "5\tbroken row"
+
+
+def test_build_normalizes_scrubs_filters_and_identifies_language(tmp_path: Path) -> None:
+    """Every record normalized by its language's rules (the pivot by French rules), personal data
+    scrubbed on both sides, each filter's reason, a French line dropped from a Wolof source, the
+    rules recorded per record and counted per language with before/after samples."""
+    wol = write(
+        tmp_path / "wol.tsv",
+        "id\twol_Latn\tfra_Latn\n"
+        "1\tNanga def?\tComment vas-tu\u00a0?\n"  # line 2: NBSP in the French pivot
+        "2\tWoo ma ci 77 123 45 67 ngir jàng.\tAppelle-moi au 77 123 45 67.\n"  # line 3: a phone number
+        "3\tLes enfants vont à l\u2019école tous les jours.\tLes enfants vont à l'école.\n"  # line 4: French
+        "4\t12 345 678 90\t12 345 678 90\n"  # line 5: figures
+        "5\tjàmm jàmm jàmm jàmm jàmm\tpaix\n"  # line 6: one word repeated
+        "6\tSama \u03b7aam dafay metti\tMa mâchoire me fait mal.\n"  # line 7: Greek eta for ŋ
+        "7\t.\t.\n"  # line 8: a lone full stop
+        "8\tDafa dem ci marché bi, gnu ngi fi.\tIl est allé au marché.\n",  # line 9: French-style spelling
+    )
+    bci = write(tmp_path / "bci.txt", "K\u03b5 \u2184 ti kpa'n, be k\u2184 awlo.\n")
+    sources = [tsv_source(wol, name="wol"), SourceConfig(str(bci), "text", "bci_Latn", name="bci")]
+    out = tmp_path / "corpus"
+    stats = build_corpus(sources, ["wol_Latn", "bci_Latn"], out, dev_size=0, test_size=0, seed=0)
+
+    dropped = read_jsonl(out / "dropped.jsonl")
+    assert [(d["line"], d["reason"]) for d in dropped] == [
+        (4, "langid:fra_Latn"), (5, "mostly_symbols"), (6, "repeated_ngrams"), (8, "too_short"),
+    ]  # fmt: skip
+    # Normalized before it was judged (and "jours" has the French "ou" a Wolof text would not have).
+    assert dropped[0]["normalization"] == ["apostrophe", "flag:french_spelling"]
+    source = stats["sources"][0]
+    assert source["dropped"] == drops(
+        **{"mostly_symbols": 1, "repeated_ngrams": 1, "too_short": 1, "langid:fra_Latn": 1}
+    )
+    for s in stats["sources"]:
+        assert s["read"] == s["kept"] + sum(s["dropped"].values()) + s["quarantined"]
+    assert stats["languages"]["wol_Latn"]["dropped"]["langid:fra_Latn"] == 1
+
+    rows = {r["line"]: r for r in pq.read_table(out / "dataset" / "train.parquet").to_pylist()}
+    assert {line: rows[line]["normalization"] for line in rows if rows[line]["language"] == "wol_Latn"} == {
+        2: ["pivot:space"],
+        3: ["pii:phone", "pivot:pii:phone"],
+        7: ["lookalike"],
+        9: ["flag:french_spelling"],
+    }
+    assert (rows[2]["pivot_text"], rows[3]["text"], rows[3]["pivot_text"], rows[7]["text"]) == (
+        "Comment vas-tu ?", "Woo ma ci <PHONE> ngir jàng.", "Appelle-moi au <PHONE>.", "Sama ŋaam dafay metti",
+    )  # fmt: skip
+    assert rows[1]["text"] == "Kɛ ɔ ti kpa'n, be kɔ awlo." and rows[1]["normalization"] == ["lookalike"]
+
+    lang = stats["languages"]["wol_Latn"]
+    assert lang["pii"] == {"email": 0, "phone": 2, "url": 0, "id": 0}
+    assert lang["normalization"]["rules"] == {"apostrophe": 1, "lookalike": 1, "flag:french_spelling": 2}
+    assert lang["normalization"]["samples"]["lookalike"] == [
+        {"before": "Sama \u03b7aam dafay metti", "after": "Sama ŋaam dafay metti"}
+    ]
+    assert lang["normalization"]["lookalikes"] == {"η→ŋ": 1}
+    assert lang["pivot_normalization"]["fra_Latn"]["rules"] == {"space": 1}
+    assert lang["pivot_normalization"]["fra_Latn"]["samples"]["space"] == [
+        {"before": "Comment vas-tu\u00a0?", "after": "Comment vas-tu ?"}
+    ]
+    assert stats["languages"]["bci_Latn"]["normalization"]["lookalikes"] == {"ε→ɛ": 1, "ↄ→ɔ": 2}
+    assert stats["steps"]["langid"]["backend"] == "builtin" and stats["steps"]["normalize"]["nfc"] is True
+    # The phone number is nowhere in the output, not even in the samples of the report.
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in {".json", ".jsonl", ".parquet", ".md"}:
+            assert b"77 123 45 67" not in path.read_bytes(), path
+
+
+def test_build_steps_follow_the_config(tmp_path: Path) -> None:
+    wol = write(
+        tmp_path / "wol.tsv",
+        "id\twol_Latn\tfra_Latn\n"
+        "1\tLes enfants vont à l'école tous les jours.\tLes enfants.\n"
+        "2\tWoo ma ci 77 123 45 67.\tAppelle-moi.\n",
+    )
+    cfg = config_from_dict(
+        {
+            "languages": ["wol_Latn"],
+            "corpus": {
+                "dev_size": 0,
+                "test_size": 0,
+                "langid": {"enabled": False},
+                "pii": {"enabled": False},
+                "filters": {"min_chars": 100},
+                "normalize": {"unify_apostrophes": False},
+            },
+        }
+    )
+    cfg.corpus.sources = [tsv_source(wol)]
+    run_dir = RunDir(tmp_path / "run")
+    run(cfg, run_dir)
+    dropped = read_jsonl(run_dir.corpus / "dropped.jsonl")
+    assert [(d["line"], d["reason"], d["text"]) for d in dropped] == [
+        (2, "too_short", "Les enfants vont à l'école tous les jours."),
+        (3, "too_short", "Woo ma ci 77 123 45 67."),
+    ]
 
 
 def test_splits_are_disjoint_sized_pair_only_and_seeded(tmp_path: Path) -> None:
@@ -339,8 +442,10 @@ def test_parquet_output_loads_with_datasets_with_exact_columns(tmp_path: Path, h
     assert {s: ds[s].num_rows for s in ds} == {"train": 7, "dev": 2, "test": 3}
     for split in ds.values():
         assert split.column_names == list(COLUMNS)
-        assert {k: v.dtype for k, v in split.features.items()} == {
-            c: "int64" if c == "line" else "string" for c in COLUMNS
+        features = dict(split.features)
+        assert features.pop("normalization") == datasets.List(datasets.Value("string"))
+        assert {k: v.dtype for k, v in features.items()} == {
+            c: "int64" if c == "line" else "string" for c in COLUMNS if c != "normalization"
         }
     assert ds["test"][0]["id"].startswith("wol-t:")
 

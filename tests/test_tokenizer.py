@@ -117,17 +117,26 @@ def test_cli_stats_and_extend(tmp_path, capsys):
     assert main(["-q", "tokenizer", "stats", "--text", f"wol_Latn:{wol}", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     (row,) = stats["files"]
-    assert stats["vocab_size"] == BASE_VOCAB_SIZE
-    assert row["lines"] == len(SAMPLE_TEXT["wol_Latn"]) and row["tokens"] > row["words"] > 0
+    base_row = row["tokenizers"]["openai/gpt-oss-20b"]
+    assert stats["tokenizers"] == {"openai/gpt-oss-20b": BASE_VOCAB_SIZE}
+    assert base_row["lines"] == len(SAMPLE_TEXT["wol_Latn"]) and base_row["tokens"] > base_row["words"] > 0
 
     out = tmp_path / "extended"
-    assert main(["-q", "tokenizer", "extend", "--budget", "10", "--text", f"wol_Latn:{wol}", "--out", str(out)]) == 0
+    assert main(["-q", "tokenizer", "extend", "--budget", "10", "--text", f"wol_Latn:{wol}", "--out", str(out),
+                 "--no-pivot-guard"]) == 0
     assert "10 new" in capsys.readouterr().out
     assert len(AutoTokenizer.from_pretrained(str(out))) == BASE_VOCAB_SIZE + 10
-    assert main(["-q", "tokenizer", "stats", "--tokenizer", str(out), "--text", f"wol_Latn:{wol}", "--json"]) == 0
-    extended = json.loads(capsys.readouterr().out)
-    assert extended["vocab_size"] == BASE_VOCAB_SIZE + 10
-    assert extended["files"][0]["tokens"] < row["tokens"]
+    png = tmp_path / "chart.png"
+    assert main(["-q", "tokenizer", "stats", "--tokenizer", "openai/gpt-oss-20b", "--tokenizer", str(out),
+                 "--text", f"wol_Latn:{wol}", "--json", "--plot", str(png)]) == 0
+    both = json.loads(capsys.readouterr().out)["files"][0]["tokenizers"]
+    assert both[str(out)]["tokens"] < both["openai/gpt-oss-20b"]["tokens"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # The table form names every column the issue asks for.
+    assert main(["-q", "tokenizer", "stats", "--tokenizer", str(out), "--text", f"wol_Latn:{wol}"]) == 0
+    header = capsys.readouterr().out.splitlines()[1]
+    for column in ("tok/word", "char/tok", "byte/tok", "split", "premium"):
+        assert column in header
 
 
 def test_cli_rejects_bad_text_argument(capsys):
@@ -135,3 +144,112 @@ def test_cli_rejects_bad_text_argument(capsys):
     assert "LANG:PATH" in capsys.readouterr().err
     assert main(["-q", "tokenizer", "stats", "--text", "xxx_Latn:/nonexistent"]) == 2
     assert "unknown language code" in capsys.readouterr().err
+
+
+# --- issue 4: balance, pivot guard, every token used, measurement -----------------------------------
+
+# Pivot sentences with words that gpt-oss cuts into pieces (mangroves -> " mang" "ro" "ves"): the
+# kind of word a target-language text borrows, and an unguarded BPE would merge.
+ENGLISH = [
+    "The mangroves protect the cassava and sorghum fields from the sea.",
+    "Groundnuts and hibiscus grow well after the rains.",
+]
+FRENCH = [
+    "Le paludisme recule quand chaque lit a sa moustiquaire.",
+    "Après la sécheresse, la récolte de manioc et d'arachides fut maigre.",
+]
+PROTECTED = ["mangroves", "cassava", "sorghum", "Groundnuts", "hibiscus", "paludisme", "moustiquaire",
+             "sécheresse", "récolte", "manioc", "arachides"]
+
+
+def test_pivot_guard_keeps_english_and_french(base_tokenizer, tmp_path):
+    from langkit.tokenizer import PivotGuard, extend_tokenizer
+
+    borrowed = " ".join(PROTECTED)
+    texts = {"wol_Latn": [f"Ñu ngi jënd {borrowed} ci marse bi."] * 5 + SAMPLE_TEXT["wol_Latn"],
+             "lin_Latn": [f"Tozali na {borrowed} na zando."] * 5 + SAMPLE_TEXT["lin_Latn"]}
+    guard = PivotGuard.from_words(base_tokenizer, PROTECTED)
+    unguarded, _ = extend_tokenizer(base_tokenizer, texts, 60, tmp_path / "plain", 2)
+    guarded, new_tokens = extend_tokenizer(base_tokenizer, texts, 60, tmp_path / "guarded", 2, guard=guard)
+
+    def changed(tok):
+        return sum(tok(line, add_special_tokens=False)["input_ids"] != base_tokenizer(line, add_special_tokens=False)["input_ids"]
+                   for line in ENGLISH + FRENCH)
+
+    assert changed(unguarded) == len(ENGLISH + FRENCH)  # the test text really tempts BPE
+    assert changed(guarded) == 0
+    assert new_tokens and all(t.token not in guard.words for t in new_tokens)
+
+
+def test_pivot_guard_reads_frequent_words_offline(base_tokenizer):
+    from langkit.tokenizer import PivotGuard
+
+    guard = PivotGuard.build(base_tokenizer, top_n=2000)
+    bt = base_tokenizer.backend_tokenizer
+    # A frequent French word that gpt-oss cuts in two is protected with and without its leading space.
+    piece = bt.pre_tokenizer.pre_tokenize_str(" aujourd")[0][0]
+    assert piece in guard.words
+    ids = [t.id for t in bt.model.tokenize(piece)]
+    assert len(ids) == 1 or (ids[0], ids[1]) in guard.pairs
+
+
+def test_every_new_token_is_produced_on_its_training_text(base_tokenizer, tmp_path):
+    from langkit.tokenizer import extend_tokenizer
+
+    tokenizer, new_tokens = extend_tokenizer(base_tokenizer, SAMPLE_TEXT, 150, tmp_path / "t", 1)
+    used = set()
+    for lines in SAMPLE_TEXT.values():
+        for ids in tokenizer(list(lines), add_special_tokens=False)["input_ids"]:
+            used.update(i for i in ids if i >= BASE_VOCAB_SIZE)
+    assert used == {t.id for t in new_tokens}
+
+
+def test_equal_balance_gives_the_small_corpus_its_share(base_tokenizer, tmp_path):
+    from collections import Counter
+
+    from langkit.tokenizer import learn_merges
+
+    # Swahili 20 times larger than Baoulé: pooled BPE spends most of the budget on Swahili.
+    texts = {"swh_Latn": SAMPLE_TEXT["swh_Latn"] * 20 + [f"Mwalimu wa {n} anafundisha watoto" for n in
+                                                         ("Juma", "Amina", "Baraka", "Neema")] * 20,
+             "bci_Latn": SAMPLE_TEXT["bci_Latn"]}
+    equal, _ = learn_merges(base_tokenizer, texts, 20, 1, balance="equal")
+    assert Counter(t.language for t in equal) == {"bci_Latn": 10, "swh_Latn": 10}
+    proportional, _ = learn_merges(base_tokenizer, texts, 20, 1, balance="proportional")
+    assert Counter(t.language for t in proportional)["bci_Latn"] <= 1
+    fixed, _ = learn_merges(base_tokenizer, texts, 20, 1, language_budgets={"bci_Latn": 4})
+    assert Counter(t.language for t in fixed) == {"bci_Latn": 4, "swh_Latn": 16}
+    # A language that runs out of pairs leaves its share to the others: the budget is still spent.
+    drained, _ = learn_merges(base_tokenizer, {"swh_Latn": texts["swh_Latn"], "bci_Latn": ["Akwaba"]}, 20, 1)
+    assert len(drained) == 20
+
+
+def test_words_only_learns_no_number_or_punctuation_token(base_tokenizer):
+    from langkit.tokenizer import learn_merges
+
+    texts = {"swh_Latn": ["Bei ni 1,250,000 !!! ... 2024-05-17 ((( )))"] * 10 + SAMPLE_TEXT["swh_Latn"]}
+    new_tokens, _ = learn_merges(base_tokenizer, texts, 30, 2, words_only=True)
+    assert new_tokens and all(any(ch.isalpha() for ch in t.text) for t in new_tokens)
+
+
+def test_compare_tokenizers_premium_and_normalization(base_tokenizer, extended_tokenizer, tmp_path):
+    from langkit.tokenizer import compare_tokenizers, plot_fertility
+
+    bci = tmp_path / "bci.txt"
+    bci.write_text("Ɔ kɔ aliε nun\nMin klo nzue\n", encoding="utf-8")  # Greek ε standing in for ɛ
+    eng = tmp_path / "eng.txt"
+    eng.write_text("He went to eat\nI like water\n", encoding="utf-8")
+    tokenizer, _, _ = extended_tokenizer
+    rows = compare_tokenizers({"base": base_tokenizer, "ext": tokenizer},
+                              [("bci_Latn", bci), ("eng_Latn", eng)])
+    stats = rows[0]["tokenizers"]["base"]
+    eng_tokens = rows[1]["tokenizers"]["base"]["tokens"]
+    assert stats["premium"] == pytest.approx(stats["tokens"] / eng_tokens, abs=1e-4)
+    assert rows[1]["tokenizers"]["base"]["premium"] is None
+    # Normalized: the Greek letter was folded to ɛ before counting.
+    folded = base_tokenizer("Ɔ kɔ aliɛ nun", add_special_tokens=False)["input_ids"]
+    other = base_tokenizer("Min klo nzue", add_special_tokens=False)["input_ids"]
+    assert stats["tokens"] == len(folded) + len(other)
+    assert 0 < stats["split_words"] <= stats["words"] == 7
+    png = plot_fertility(rows, tmp_path / "fertility.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,14 +1,15 @@
 """Stage 1, corpus: read the configured sources, normalize, drop, split, write a Hugging Face dataset.
 
-    sources ──read_source──▶ Record ──normalize (NFC, strip)──▶ drop empty / duplicate ──▶ kept
-                               │ malformed                          │ dropped (reason)
-                               ▼                                    ▼
-                     corpus/quarantine.jsonl                corpus/dropped.jsonl
+    sources ──read_source──▶ Record ──normalize──▶ scrub PII ──▶ drop empty / quality / langid / duplicate ──▶ kept
+                               │ malformed  (per language)  (<PHONE>…)       │ dropped (reason)
+                               ▼                                             ▼
+                     corpus/quarantine.jsonl                         corpus/dropped.jsonl
 
 Kept records are split per language (seeded: ``test_size`` then ``dev_size`` aligned pairs held out,
 everything else in train) and written to ``corpus/dataset/{train,dev,test}.parquet`` with the columns
-``id, language, text, pivot_language, pivot_text, source, license, file, line``. The counts (read,
-kept, dropped by reason, quarantined; per source, per language, per split) go to
+``id, language, text, pivot_language, pivot_text, source, license, file, line, normalization``. The
+counts (read, kept, dropped by reason, quarantined; per source, per language, per split; per language
+also the normalization rules with before/after samples and the PII replaced by type) go to
 ``corpus/stats.json``. Load the splits with
 ``datasets.load_dataset("parquet", data_files={"train": ".../train.parquet", ...})``.
 """
@@ -18,15 +19,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from langkit.config import RunConfig
-from langkit.corpus.build import COLUMNS, SPLITS, build_corpus, normalize
+from langkit.corpus.build import COLUMNS, SPLITS, build_corpus
+from langkit.corpus.normalize import Normalizer, normalize_text
 from langkit.corpus.readers import Record, read_source
 from langkit.rundir import RunDir
 
-__all__ = ["COLUMNS", "SPLITS", "Record", "build_corpus", "normalize", "read_source", "run"]
+__all__ = ["COLUMNS", "SPLITS", "Normalizer", "Record", "build_corpus", "normalize_text", "read_source", "run"]
 
 
 def run(cfg: RunConfig, run_dir: RunDir) -> Path:
     """The corpus stage's front door: build ``run_dir.corpus`` from ``cfg.corpus`` and return it."""
     c = cfg.corpus
-    build_corpus(c.sources, cfg.languages, run_dir.corpus, c.dev_size, c.test_size, c.seed)
+    build_corpus(
+        c.sources, cfg.languages, run_dir.corpus, c.dev_size, c.test_size, c.seed,
+        release=c.release, allow_restricted=c.allow_restricted,
+        normalization=c.normalize, pii=c.pii, filters=c.filters, langid=c.langid,
+    )  # fmt: skip
     return run_dir.corpus

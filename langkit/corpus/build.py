@@ -3,6 +3,14 @@
 Each record is read once and ends in exactly one place: kept (then in one split), dropped (with a
 reason, in ``dropped.jsonl``) or quarantined (malformed input, with file, line and reason, in
 ``quarantine.jsonl``); ``read == kept + dropped + quarantined`` is checked for every source.
+
+A well-formed record goes through, in order: normalization by its language's rules (the pivot text by
+the pivot's rules, :mod:`langkit.corpus.normalize`), personal-data scrubbing of both texts
+(:mod:`langkit.corpus.pii`), then the drops: ``empty``, the quality filters
+(:mod:`langkit.corpus.filters`), language identification (``langid:CODE``, :mod:`langkit.corpus.langid`)
+and ``duplicate`` (of a record kept before). The ids of the rules and PII types that touched a
+record are stored with it (the ``normalization`` column; ``pivot:`` for the pivot text), and counted
+per language in ``stats.json`` with before/after samples of each rule.
 """
 
 from __future__ import annotations
@@ -12,24 +20,35 @@ import json
 import os
 import random
 import tempfile
-import unicodedata
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from langkit.config import SourceConfig
-from langkit.corpus.readers import Record, read_source, source_name
+from langkit.config import FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
+from langkit.corpus.card import write_dataset_card
+from langkit.corpus.filters import FILTER_REASONS, check_quality
+from langkit.corpus.langid import LangIdFilter
+from langkit.corpus.licences import check_release, resolve_sources
+from langkit.corpus.normalize import Normalizer
+from langkit.corpus.pii import PLACEHOLDERS, PiiScrubber
+from langkit.corpus.readers import Record, check_source, read_source, source_name
 from langkit.utils import get_logger, progress, write_json
 
 log = get_logger("corpus")
 
 SPLITS = ("train", "dev", "test")
-DROP_REASONS = ("empty", "duplicate")
-COLUMNS = ("id", "language", "text", "pivot_language", "pivot_text", "source", "license", "file", "line")
-"""The columns of every split, in order; ``line`` is an int, every other column a str."""
+DROP_REASONS = ("empty", *FILTER_REASONS, "duplicate")
+"""Drop reasons always counted (as 0 when unused); ``langid:CODE`` reasons are added as they occur."""
+COLUMNS = (
+    "id", "language", "text", "pivot_language", "pivot_text", "source", "license", "file", "line",
+    "normalization",
+)  # fmt: skip
+"""The columns of every split, in order; ``line`` is an int, ``normalization`` a list of str (the ids
+of the normalization rules, flags and PII types that touched the record, ``pivot:`` ones for the pivot
+text, e.g. ``["apostrophe", "pii:phone", "pivot:space"]``), every other column a str."""
 
 
 @dataclass(slots=True)
@@ -45,14 +64,71 @@ class Example:
     license: str
     file: str
     line: int
+    normalization: list[str] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in COLUMNS}
 
 
-def normalize(text: str) -> str:
-    """Unicode NFC (one code point for é, ë, ɔ́ where one exists) without surrounding whitespace."""
-    return unicodedata.normalize("NFC", text).strip()
+@dataclass
+class _LanguageSteps:
+    """The per-record steps for the sources of one target language, with what they counted."""
+
+    language: str
+    normalize: NormalizeConfig
+    pii: PiiConfig
+    filters: FilterConfig
+    langid: LangIdFilter | None
+    normalizer: Normalizer = field(init=False)
+    pivot_normalizers: dict[str, Normalizer] = field(init=False, default_factory=dict)
+    scrubber: PiiScrubber = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scrubber = PiiScrubber(self.pii)
+        self.normalizer = Normalizer(self.language, self.normalize, redact=self._redactor())
+
+    def _redactor(self) -> Any:
+        # Samples of the normalization rules go into stats.json: scrub them with a scrubber of their
+        # own, so that the record counts of self.scrubber stay exact.
+        if not self.pii.enabled:
+            return None
+        scrubber = PiiScrubber(self.pii)
+        return lambda text: scrubber(text)[0]
+
+    def pivot_normalizer(self, pivot_language: str) -> Normalizer:
+        if pivot_language not in self.pivot_normalizers:
+            self.pivot_normalizers[pivot_language] = Normalizer(
+                pivot_language, self.normalize, redact=self._redactor()
+            )
+        return self.pivot_normalizers[pivot_language]
+
+    def process(self, raw_text: str, pivot_language: str, raw_pivot: str) -> tuple[str, str, list[str], str]:
+        """Normalize and scrub one record; return its text, pivot text, tags and drop reason ("" to
+        keep it, unless it is a duplicate)."""
+        text, tags = self.normalizer(raw_text)
+        pivot = ""
+        if pivot_language:
+            pivot, pivot_tags = self.pivot_normalizer(pivot_language)(raw_pivot)
+            tags += [f"pivot:{tag}" for tag in pivot_tags]
+        if self.pii.enabled:
+            text, kinds = self.scrubber(text)
+            tags += [f"pii:{kind}" for kind in kinds]
+            if pivot:
+                pivot, kinds = self.scrubber(pivot)
+                tags += [f"pivot:pii:{kind}" for kind in kinds]
+        if not text.strip():
+            return text, pivot.strip(), tags, "empty"
+        reason = check_quality(text, self.language, self.filters)
+        if reason is None and self.langid is not None:
+            reason = self.langid(text, self.language)
+        return text, pivot.strip(), tags, reason or ""
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "normalization": self.normalizer.report(),
+            "pivot_normalization": {code: n.report() for code, n in self.pivot_normalizers.items()},
+            "pii": {kind: self.scrubber.counts[kind] for kind in PLACEHOLDERS},
+        }
 
 
 def _dedup_key(language: str, text: str, pivot: str) -> bytes:
@@ -91,7 +167,8 @@ def write_split(path: Path, examples: list[Example]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([(name, pa.int64() if name == "line" else pa.string()) for name in COLUMNS])
+    types = {"line": pa.int64(), "normalization": pa.list_(pa.string())}
+    schema = pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -142,10 +219,20 @@ def build_corpus(
     dev_size: int,
     test_size: int,
     seed: int,
+    release: bool = True,
+    allow_restricted: bool = False,
+    normalization: NormalizeConfig | None = None,
+    pii: PiiConfig | None = None,
+    filters: FilterConfig | None = None,
+    langid: LangIdConfig | None = None,
 ) -> dict[str, Any]:
     """Read ``sources`` (those whose language is in ``languages``), write into ``out_dir``:
-    ``dataset/{train,dev,test}.parquet``, ``stats.json``, ``dropped.jsonl`` and ``quarantine.jsonl``.
-    Returns the stats written to ``stats.json``."""
+    ``dataset/{train,dev,test}.parquet``, ``stats.json``, ``dropped.jsonl`` and ``quarantine.jsonl``,
+    and the dataset card ``dataset/README.md`` with its ``dataset/plots/*.png``. With ``release`` (a
+    corpus meant for publication), non-commercial and no-redistribution sources are refused before
+    anything is read, unless ``allow_restricted``. ``normalization``, ``pii``, ``filters`` and
+    ``langid`` configure the per-record steps (their defaults when None). Returns the stats written to
+    ``stats.json``."""
     out_dir = Path(out_dir)
     selected: list[SourceConfig] = []
     for i, source in enumerate(sources):
@@ -158,15 +245,26 @@ def build_corpus(
                 source_name(source),
                 source.language,
             )
-    for source in selected:  # fail before reading anything, not after an hour on the first sources
-        if source.format != "hf" and not Path(source.path).is_file():
-            raise ValueError(f"corpus source {source_name(source)!r}: file not found: {source.path}")
+    # Fail before reading anything, not after an hour on the first sources: licences (filled from the
+    # catalogue cards, gated when the corpus is meant for release), files, columns, aligned lengths.
+    selected = resolve_sources(selected)
+    check_release(selected, release, allow_restricted)
+    for source in selected:
+        check_source(source)
     names = Counter(source_name(s) for s in selected)
     if clash := sorted(n for n, count in names.items() if count > 1):
         raise ValueError(
             f"corpus sources share a name ({', '.join(clash)}); set distinct `name`s (they prefix the ids)"
         )
 
+    normalization = normalization or NormalizeConfig()
+    pii = pii or PiiConfig()
+    filters = filters or FilterConfig()
+    langid = langid or LangIdConfig()
+    langid_filter = LangIdFilter(langid) if langid.enabled else None
+    steps = {
+        language: _LanguageSteps(language, normalization, pii, filters, langid_filter) for language in languages
+    }
     kept: dict[str, list[Example]] = {language: [] for language in languages}
     seen: set[bytes] = set()
     source_stats: list[dict[str, Any]] = []
@@ -175,7 +273,9 @@ def build_corpus(
         _atomic_jsonl(out_dir / "quarantine.jsonl") as quarantine_file,
     ):
         for source in selected:
-            stats = _read_one(source, kept[source.language], seen, dropped_file, quarantine_file)
+            stats = _read_one(
+                source, kept[source.language], seen, dropped_file, quarantine_file, steps[source.language]
+            )
             source_stats.append(stats)
 
     split_examples: dict[str, list[Example]] = {name: [] for name in SPLITS}
@@ -200,6 +300,7 @@ def build_corpus(
             "pairs": pairs,
             "monolingual": len(examples) - pairs,
             "splits": {name: len(per_split[name]) for name in SPLITS},
+            **steps[language].stats(),
         }
 
     for name in SPLITS:
@@ -208,8 +309,15 @@ def build_corpus(
         "languages": language_stats,
         "sources": source_stats,
         "splits": {name: len(split_examples[name]) for name in SPLITS},
+        "steps": {
+            "normalize": asdict(normalization),
+            "pii": asdict(pii),
+            "filters": asdict(filters),
+            "langid": asdict(langid),
+        },
     }
     write_json(out_dir / "stats.json", result)
+    write_dataset_card(out_dir, result)
     log.info("corpus written to %s: %s", out_dir, ", ".join(f"{n} {len(split_examples[n])}" for n in SPLITS))
     return result
 
@@ -220,10 +328,11 @@ def _read_one(
     seen: set[bytes],
     dropped_file: IO[str],
     quarantine_file: IO[str],
+    steps: _LanguageSteps,
 ) -> dict[str, Any]:
     """Read one source into ``kept``, writing its dropped and quarantined records; return its counts."""
     name = source_name(source)
-    pivot_language = source.pivot_language if source.pivot_field else ""
+    pivot_language = source.pivot_language if source.pivot_field or source.pivot_path else ""
     read = quarantined = 0
     kept_before = len(kept)
     dropped = Counter({reason: 0 for reason in DROP_REASONS})
@@ -235,13 +344,9 @@ def _read_one(
             quarantined += 1
             _write_jsonl_line(quarantine_file, {**where, "reason": record.error, "raw": record.raw})
             continue
-        text = normalize(record.text)
         # A paired source's row with an empty pivot still gives monolingual text.
-        pivot = normalize(record.pivot_text) if pivot_language else ""
-        reason = ""
-        if not text:
-            reason = "empty"
-        else:
+        text, pivot, tags, reason = steps.process(record.text, pivot_language, record.pivot_text)
+        if not reason:
             key = _dedup_key(source.language, text, pivot)
             if key in seen:
                 reason = "duplicate"
@@ -249,7 +354,10 @@ def _read_one(
                 seen.add(key)
         if reason:
             dropped[reason] += 1
-            _write_jsonl_line(dropped_file, {**where, "reason": reason, "text": text, "pivot_text": pivot})
+            _write_jsonl_line(
+                dropped_file,
+                {**where, "reason": reason, "text": text, "pivot_text": pivot, "normalization": tags},
+            )
             continue
         kept.append(
             Example(
@@ -262,6 +370,7 @@ def _read_one(
                 license=source.license,
                 file=source.path,
                 line=record.line,
+                normalization=tags,
             )
         )
     n_kept = len(kept) - kept_before
@@ -276,7 +385,7 @@ def _read_one(
         source.language,
         read,
         n_kept,
-        ", ".join(f"{r} {n}" for r, n in dropped.items()),
+        ", ".join(f"{r} {n}" for r, n in dropped.items() if n) or "none",
         quarantined,
     )
     return {
@@ -286,6 +395,8 @@ def _read_one(
         "language": source.language,
         "pivot_language": pivot_language,
         "license": source.license,
+        "redistribution": source.redistribution,
+        "card": source.card,
         "read": read,
         "kept": n_kept,
         "dropped": dict(dropped),

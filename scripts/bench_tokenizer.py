@@ -1,0 +1,128 @@
+"""Benchmark of the tokenizer stage: how many tokens each language saves, what changes in English and
+French, how long the extension takes and how fast the extended tokenizer encodes.
+
+Three tokenizers in one run, on the same text:
+  base      gpt-oss's o200k_harmony tokenizer
+  plain     continued BPE with the same budget and data, without normalization, balancing or pivot guard
+  langkit   what `langkit tokenizer extend` does (normalized text, balanced budget, pivot guard)
+
+    python scripts/bench_tokenizer.py --budget 8000 \\
+        --text wol_Latn:wol.txt --text bci_Latn:bci.txt ... \\
+        --pivot eng_Latn:en.txt --pivot fra_Latn:fr.txt --holdout 0.2
+
+With --holdout F the last F of every --text file is kept out of training and measured; --eval LANG:PATH
+measures other files instead. Prints tables only; writes nothing but the two tokenizers (in a temp dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from langkit.config import TokenizerConfig
+from langkit.tokenizer import (
+    extend_tokenizer,
+    learn_options,
+    load_base_tokenizer,
+    normalize_lines,
+    parse_text_args,
+    read_lines,
+)
+
+
+def encode_all(tokenizer, lines):
+    return tokenizer(list(lines), add_special_tokens=False)["input_ids"]
+
+
+def count(tokenizer, lines) -> int:
+    return sum(len(ids) for ids in encode_all(tokenizer, lines))
+
+
+def encode_seconds(tokenizer, lines, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for line in lines:  # one call per line: what a data loader does
+            tokenizer(line, add_special_tokens=False)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--text", action="append", required=True, metavar="LANG:PATH")
+    parser.add_argument("--eval", action="append", default=[], metavar="LANG:PATH")
+    parser.add_argument("--pivot", action="append", default=[], metavar="LANG:PATH")
+    parser.add_argument("--holdout", type=float, default=0.0, help="share of each --text file measured, not trained on")
+    parser.add_argument("--budget", type=int, default=8000)
+    parser.add_argument("--base", default="openai/gpt-oss-20b")
+    args = parser.parse_args()
+
+    train: dict[str, list[str]] = defaultdict(list)
+    held: dict[str, list[str]] = defaultdict(list)
+    for language, path in parse_text_args(args.text):
+        lines = read_lines(path)
+        cut = len(lines) - int(len(lines) * args.holdout)
+        train[language].extend(lines[:cut])
+        held[language].extend(lines[cut:])
+    measured = dict(held) if args.holdout else dict(train)
+    if args.eval:
+        measured = defaultdict(list)
+        for language, path in parse_text_args(args.eval):
+            measured[language].extend(read_lines(path))
+    pivots: dict[str, list[str]] = defaultdict(list)
+    for language, path in parse_text_args(args.pivot):
+        # Aligned pivot files are held out the same way, so that names shared by parallel lines
+        # (the same news story in every language) do not count as pivot damage.
+        lines = read_lines(path)
+        pivots[language].extend(lines[len(lines) - int(len(lines) * args.holdout):] if args.holdout else lines)
+
+    base = load_base_tokenizer(args.base)
+    out = Path(tempfile.mkdtemp(prefix="bench_tokenizer."))
+
+    start = time.perf_counter()
+    plain, _ = extend_tokenizer(base, train, args.budget, out / "plain", 2, balance="none", words_only=False)
+    plain_s = time.perf_counter() - start
+
+    config = TokenizerConfig(budget=args.budget)
+    start = time.perf_counter()
+    normalized_train = {lang: normalize_lines(lines, lang) for lang, lines in train.items()}
+    ours, new_tokens = extend_tokenizer(base, normalized_train, args.budget, out / "langkit", config.min_frequency,
+                                        **learn_options(config, base))
+    ours_s = time.perf_counter() - start
+
+    print(f"\nbudget {args.budget} new tokens; trained on {sum(map(len, train.values()))} lines; "
+          f"measured on {'held-out' if args.holdout or args.eval else 'training'} text")
+    print(f"\n{'language':<10} {'lines':>6} {'base':>8} {'plain':>8} {'cut':>7} {'base*':>8} {'langkit':>8} {'cut':>7}")
+    for language in sorted(measured):
+        raw = measured[language]
+        norm = normalize_lines(raw, language)
+        b, p = count(base, raw), count(plain, raw)
+        bn, o = count(base, norm), count(ours, norm)
+        print(f"{language:<10} {len(raw):>6} {b:>8} {p:>8} {1 - p / b:>7.1%} {bn:>8} {o:>8} {1 - o / bn:>7.1%}")
+    print("(base/plain on the text as it is; base*/langkit on normalized text, as the model sees it)")
+
+    if pivots:
+        print(f"\n{'pivot':<10} {'lines':>6} {'base':>8} {'plain Δ':>8} {'changed':>8} {'langkit Δ':>10} {'changed':>8}")
+        for language, lines in sorted(pivots.items()):
+            ids_base, ids_plain, ids_ours = encode_all(base, lines), encode_all(plain, lines), encode_all(ours, lines)
+            total = sum(map(len, ids_base))
+            dp = sum(map(len, ids_plain)) / total - 1
+            do = sum(map(len, ids_ours)) / total - 1
+            cp = sum(a != b for a, b in zip(ids_base, ids_plain, strict=True)) / len(lines)
+            co = sum(a != b for a, b in zip(ids_base, ids_ours, strict=True)) / len(lines)
+            print(f"{language:<10} {len(lines):>6} {total:>8} {dp:>+8.2%} {cp:>8.2%} {do:>+10.3%} {co:>8.2%}")
+
+    sample = [line for lines in measured.values() for line in lines]
+    t_base, t_ours = encode_seconds(base, sample), encode_seconds(ours, sample)
+    print(f"\nextension time: plain {plain_s:.1f} s, langkit {ours_s:.1f} s (includes normalization and pivot guard)")
+    print(f"encoding {len(sample)} lines one by one: base {t_base:.3f} s, langkit {t_ours:.3f} s, "
+          f"speed ratio {t_base / t_ours:.2f}x")
+    print(f"new tokens: {len(new_tokens)}; tokens: {out}")
+
+
+if __name__ == "__main__":
+    main()
