@@ -306,12 +306,17 @@ class TokenizerConfig:
     """Learn merges inside words only, never inside numbers, punctuation or whitespace runs."""
     normalize: bool = True
     """Apply the corpus stage's per-language normalization to the text before learning and measuring."""
+    mode: str = "bpe"
+    """``bpe``: continued BPE on whole words. ``sentencepiece``: a SentencePiece unigram model per
+    language proposes the units (morpheme-like pieces) and BPE merges are learned inside them only."""
 
     def check(self, key: str) -> None:
         if self.budget < 0:
             raise ConfigError(f"{key}.budget must be >= 0, got {self.budget}")
         if self.min_frequency < 1:
             raise ConfigError(f"{key}.min_frequency must be >= 1, got {self.min_frequency}")
+        if self.mode not in {"bpe", "sentencepiece"}:
+            raise ConfigError(f"{key}.mode must be bpe or sentencepiece, got {self.mode!r}")
         if self.balance not in {"equal", "proportional", "none"}:
             raise ConfigError(f"{key}.balance must be equal, proportional or none, got {self.balance!r}")
         for code, n in self.language_budgets.items():
@@ -368,6 +373,9 @@ class TrainConfig:
     the whole batch ([tokens, 201,088] floats); same loss and gradients (``langkit/loss.py``)."""
     loss_chunk_size: int = 1024
     """Tokens per chunk of the chunked loss: peak memory about 3 x chunk x vocabulary x 4 bytes."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer in the backward pass instead of keeping its activations: about a third
+    more compute, activation memory of one layer instead of all (gpt-oss-20b at 16k tokens needs it)."""
     packing: bool = False
     """Pack whole examples into ``batch_size`` rows of up to ``max_length`` tokens (first fit, in data
     order), with position ids restarting per example and attention kept within each example (masks in

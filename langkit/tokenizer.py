@@ -513,6 +513,37 @@ class PivotGuard:
         return guard
 
 
+def sentencepiece_segments(lines: Sequence[str], vocab_size: int) -> list[str]:
+    """The pieces a SentencePiece unigram model trained on ``lines`` cuts them into, as text (a piece
+    that starts a word keeps its leading space). SentencePiece refuses a vocabulary larger than the
+    text supports, so the size is lowered until it trains."""
+    import io
+
+    import sentencepiece as spm
+
+    size = vocab_size
+    while True:
+        buffer = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(lines), model_writer=buffer, vocab_size=size, model_type="unigram",
+                character_coverage=1.0, normalization_rule_name="identity", split_digits=True,
+                minloglevel=2, num_threads=1, hard_vocab_limit=False,  # one thread: same pieces every run
+            )
+            break
+        except RuntimeError as err:
+            if size <= 16:
+                raise ValueError(f"SentencePiece could not train on {len(lines)} lines: {err}") from None
+            size //= 2
+    processor = spm.SentencePieceProcessor(model_proto=buffer.getvalue())
+    segments = []
+    for line in lines:
+        for i, piece in enumerate(processor.encode(line, out_type=str)):
+            text = piece.replace("\u2581", " ")
+            segments.append(text[1:] if i == 0 and text.startswith(" ") and not line.startswith(" ") else text)
+    return segments
+
+
 def _has_letter(text: str) -> bool:
     return any(ch.isalpha() for ch in text)
 
@@ -527,6 +558,7 @@ def learn_merges(
     language_budgets: Mapping[str, int] | None = None,
     guard: PivotGuard | None = None,
     words_only: bool = True,
+    mode: str = "bpe",
 ) -> tuple[list[NewToken], dict[str, Any]]:
     """Learn up to ``budget`` new merges from ``texts`` ({language: lines}) continuing the tokenizer's BPE.
 
@@ -536,7 +568,10 @@ def learn_merges(
     languages' shares in tokens; the others split the rest. Each step, the language furthest below its
     share picks its most frequent pair; the merge then applies to every language. ``words_only`` learns
     merges inside words only (never in numbers, punctuation or whitespace runs, which all languages
-    share). Returns the new tokens (ids from ``len(tokenizer)`` up) and the extended ``tokenizer.json``.
+    share). ``mode="sentencepiece"`` first trains a SentencePiece unigram model per language and learns
+    merges only inside the pieces it proposes (morpheme-like units), so that the new tokens follow its
+    segmentation; the merges are ordinary BPE merges either way. Returns the new tokens (ids from
+    ``len(tokenizer)`` up) and the extended ``tokenizer.json``.
     """
     backend = tokenizer.backend_tokenizer
     data = _backend_json(tokenizer)
@@ -559,10 +594,16 @@ def learn_merges(
     pooled = {"all": [line for lines in texts.values() for line in lines]} if balance == "none" else texts
     names = list(pooled)
     word_counts: Counter[tuple[int, str]] = Counter()
+    if mode not in {"bpe", "sentencepiece"}:
+        raise ValueError(f"mode must be bpe or sentencepiece, got {mode!r}")
     for lang_i, language in enumerate(names):
-        for line in progress(pooled[language], desc=f"pre-tokenizing {language}"):
-            for piece, (start, end) in backend.pre_tokenizer.pre_tokenize_str(line):
-                if not words_only or _has_letter(line[start:end]):
+        lines = pooled[language]
+        segments: Iterable[str] = lines
+        if mode == "sentencepiece":
+            segments = sentencepiece_segments(lines, vocab_size=max(budget, 64))
+        for segment in progress(segments, desc=f"pre-tokenizing {language}"):
+            for piece, (start, end) in backend.pre_tokenizer.pre_tokenize_str(segment):
+                if not words_only or _has_letter(segment[start:end]):
                     word_counts[(lang_i, piece)] += 1
     encoded: dict[str, list[int]] = {}
     words, languages, counts = [], [], []
@@ -639,7 +680,7 @@ def learn_options(config: Any, tokenizer: Any) -> dict[str, Any]:
     """:func:`learn_merges` options from a :class:`langkit.config.TokenizerConfig`."""
     guard = PivotGuard.build(tokenizer, top_n=config.pivot_guard_words) if config.pivot_guard else None
     return {"balance": config.balance, "language_budgets": dict(config.language_budgets), "guard": guard,
-            "words_only": config.words_only}
+            "words_only": config.words_only, "mode": config.mode}
 
 
 def extend_tokenizer(

@@ -59,6 +59,7 @@ def main() -> None:
     parser.add_argument("--holdout", type=float, default=0.0, help="share of each --text file measured, not trained on")
     parser.add_argument("--budget", type=int, default=8000)
     parser.add_argument("--base", default="openai/gpt-oss-20b")
+    parser.add_argument("--sentencepiece", action="store_true", help="also run langkit's SentencePiece mode")
     args = parser.parse_args()
 
     train: dict[str, list[str]] = defaultdict(list)
@@ -93,16 +94,23 @@ def main() -> None:
     ours, new_tokens = extend_tokenizer(base, normalized_train, args.budget, out / "langkit", config.min_frequency,
                                         **learn_options(config, base))
     ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    sp_options = {**learn_options(config, base), "mode": "sentencepiece"} if args.sentencepiece else None
+    sp = extend_tokenizer(base, normalized_train, args.budget, out / "sentencepiece", config.min_frequency,
+                          **sp_options)[0] if sp_options else None
+    sp_s = time.perf_counter() - start
 
     print(f"\nbudget {args.budget} new tokens; trained on {sum(map(len, train.values()))} lines; "
           f"measured on {'held-out' if args.holdout or args.eval else 'training'} text")
-    print(f"\n{'language':<10} {'lines':>6} {'base':>8} {'plain':>8} {'cut':>7} {'base*':>8} {'langkit':>8} {'cut':>7}")
+    sp_head = f" {'sp-mode':>8} {'cut':>7}" if sp else ""
+    print(f"\n{'language':<10} {'lines':>6} {'base':>8} {'plain':>8} {'cut':>7} {'base*':>8} {'langkit':>8} {'cut':>7}{sp_head}")
     for language in sorted(measured):
         raw = measured[language]
         norm = normalize_lines(raw, language)
         b, p = count(base, raw), count(plain, raw)
         bn, o = count(base, norm), count(ours, norm)
-        print(f"{language:<10} {len(raw):>6} {b:>8} {p:>8} {1 - p / b:>7.1%} {bn:>8} {o:>8} {1 - o / bn:>7.1%}")
+        sp_cells = f" {count(sp, norm):>8} {1 - count(sp, norm) / bn:>7.1%}" if sp else ""
+        print(f"{language:<10} {len(raw):>6} {b:>8} {p:>8} {1 - p / b:>7.1%} {bn:>8} {o:>8} {1 - o / bn:>7.1%}{sp_cells}")
     print("(base/plain on the text as it is; base*/langkit on normalized text, as the model sees it)")
 
     if pivots:
@@ -118,7 +126,8 @@ def main() -> None:
 
     sample = [line for lines in measured.values() for line in lines]
     t_base, t_ours = encode_seconds(base, sample), encode_seconds(ours, sample)
-    print(f"\nextension time: plain {plain_s:.1f} s, langkit {ours_s:.1f} s (includes normalization and pivot guard)")
+    print(f"\nextension time: plain {plain_s:.1f} s, langkit {ours_s:.1f} s (includes normalization and pivot guard)"
+          + (f", sentencepiece mode {sp_s:.1f} s" if sp else ""))
     print(f"encoding {len(sample)} lines one by one: base {t_base:.3f} s, langkit {t_ours:.3f} s, "
           f"speed ratio {t_base / t_ours:.2f}x")
     print(f"new tokens: {len(new_tokens)}; tokens: {out}")

@@ -253,3 +253,19 @@ def test_compare_tokenizers_premium_and_normalization(base_tokenizer, extended_t
     assert 0 < stats["split_words"] <= stats["words"] == 7
     png = plot_fertility(rows, tmp_path / "fertility.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sentencepiece_mode_learns_merges_inside_its_pieces(base_tokenizer, tmp_path):
+    from langkit.tokenizer import extend_tokenizer, sentencepiece_segments
+
+    texts = {lang: lines * 4 for lang, lines in SAMPLE_TEXT.items()}
+    segments = sentencepiece_segments(texts["swh_Latn"], vocab_size=64)
+    assert "".join(segments) == "".join(texts["swh_Latn"])  # a segmentation: nothing lost or added
+    tokenizer, new_tokens = extend_tokenizer(base_tokenizer, texts, 40, tmp_path / "sp", 2, mode="sentencepiece")
+    assert new_tokens
+    for lines in texts.values():
+        for line in lines:
+            assert tokenizer.decode(tokenizer(line, add_special_tokens=False)["input_ids"]) == line
+    # Every new token spells a run of text that one SentencePiece piece of some line covers.
+    pieces = {seg for lang in texts for seg in sentencepiece_segments(texts[lang], vocab_size=64)}
+    assert all(any(t.text in piece for piece in pieces) for t in new_tokens)
