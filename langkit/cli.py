@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output tokenizer folder")
     p.add_argument("--base", default="openai/gpt-oss-20b", help="base tokenizer: folder or Hub id")
     p.add_argument("--min-frequency", type=int, default=None, help="least count of a pair to become a token")
-    p.add_argument("--balance", choices=["equal", "proportional", "none"], default=None,
+    p.add_argument("--balance", choices=["equal", "proportional", "relative", "none"], default=None,
                    help="share of the budget per language (default: equal)")
     p.add_argument("--language-budget", action="append", default=[], metavar="LANG=N",
                    help="fixed number of new tokens for one language; the others share the rest")

@@ -293,8 +293,9 @@ class TokenizerConfig:
     budget is what limits a large corpus; on a small one a floor above 1 leaves budget unused."""
     balance: str = "equal"
     """How the budget is shared between languages: ``equal`` shares (the smallest corpus is not
-    crowded out by the largest), ``proportional`` to each language's token count, or ``none`` (all
-    text pooled: plain continued BPE)."""
+    crowded out by the largest), ``proportional`` to each language's token count, ``relative`` (each
+    merge goes to the language whose own token count it cuts by the largest fraction), or ``none``
+    (all text pooled: plain continued BPE)."""
     language_budgets: dict[str, int] = field(default_factory=dict)
     """Fixed shares in tokens for some languages (``{bci_Latn: 3000}``); the others split the rest."""
     pivot_guard: bool = True
@@ -317,8 +318,8 @@ class TokenizerConfig:
             raise ConfigError(f"{key}.min_frequency must be >= 1, got {self.min_frequency}")
         if self.mode not in {"bpe", "sentencepiece"}:
             raise ConfigError(f"{key}.mode must be bpe or sentencepiece, got {self.mode!r}")
-        if self.balance not in {"equal", "proportional", "none"}:
-            raise ConfigError(f"{key}.balance must be equal, proportional or none, got {self.balance!r}")
+        if self.balance not in {"equal", "proportional", "relative", "none"}:
+            raise ConfigError(f"{key}.balance must be equal, proportional, relative or none, got {self.balance!r}")
         for code, n in self.language_budgets.items():
             if code not in LANGUAGES or n < 0:
                 raise ConfigError(f"{key}.language_budgets.{code}: need a known language and a count >= 0")

@@ -564,7 +564,8 @@ def learn_merges(
 
     ``balance`` shares the budget between languages: ``equal`` gives each language the same share
     (so a small Baoulé corpus is not crowded out by a large Swahili one), ``proportional`` shares by
-    token count, ``none`` pools all text (plain continued BPE). ``language_budgets`` fixes some
+    token count, ``relative`` gives each merge to the language whose own token count it cuts by the
+    largest fraction, ``none`` pools all text (plain continued BPE). ``language_budgets`` fixes some
     languages' shares in tokens; the others split the rest. Each step, the language furthest below its
     share picks its most frequent pair; the merge then applies to every language. ``words_only`` learns
     merges inside words only (never in numbers, punctuation or whitespace runs, which all languages
@@ -578,8 +579,8 @@ def learn_merges(
     model = data["model"]
     if model.get("type") != "BPE":
         raise ValueError(f"can only extend a BPE tokenizer, this one is {model.get('type')}")
-    if balance not in {"equal", "proportional", "none"}:
-        raise ValueError(f"balance must be equal, proportional or none, got {balance!r}")
+    if balance not in {"equal", "proportional", "relative", "none"}:
+        raise ValueError(f"balance must be equal, proportional, relative or none, got {balance!r}")
     vocab: dict[str, int] = model["vocab"]
     # The special tokens (ids 199,998..201,087) live in the added vocabulary, which tokenizers numbers
     # after the model's vocabulary when it is loaded. Entering them in the model's vocabulary at their
@@ -648,14 +649,33 @@ def learn_merges(
     active = {i for i in range(len(names)) if share[i] > 0}
     new_tokens: list[NewToken] = []
     while len(new_tokens) < budget and active:
-        chooser = min(active, key=lambda i: (charged[i] / share[i], i))
-        if chooser in fixed and charged[chooser] >= share[chooser]:
-            active.discard(chooser)  # a fixed share is a ceiling; equal shares grow as others run dry
-            continue
-        pair = pair_stats.best(chooser, min_frequency, allowed)
-        if pair is None:
-            active.discard(chooser)
-            continue
+        if balance == "relative":
+            # Every language proposes its best pair; the one that cuts its own language's token count
+            # by the largest fraction wins, the others go back on their heaps.
+            proposals = {}
+            for i in sorted(active):
+                candidate = pair_stats.best(i, min_frequency, allowed)
+                if candidate is None:
+                    active.discard(i)
+                else:
+                    proposals[i] = candidate
+            if not proposals:
+                break
+            chooser = max(proposals, key=lambda i: (pair_stats.raw[i][proposals[i]] / language_tokens[i], -i))
+            for i, candidate in proposals.items():
+                if i != chooser:
+                    heapq.heappush(pair_stats.heaps[i], (-pair_stats.raw[i][candidate], candidate))
+            pair = proposals[chooser]
+        else:
+            chooser = min(active, key=lambda i: (charged[i] / share[i], i))
+            if chooser in fixed and charged[chooser] >= share[chooser]:
+                active.discard(chooser)  # a fixed share is a ceiling; equal shares grow as others run dry
+                continue
+            found = pair_stats.best(chooser, min_frequency, allowed)
+            if found is None:
+                active.discard(chooser)
+                continue
+            pair = found
         left_token, right_token = id_to_token[pair[0]], id_to_token[pair[1]]
         new_id = first_new_id + len(new_tokens)
         frequency = pair_stats.merge(pair, new_id)

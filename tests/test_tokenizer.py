@@ -219,6 +219,9 @@ def test_equal_balance_gives_the_small_corpus_its_share(base_tokenizer, tmp_path
     assert Counter(t.language for t in proportional)["bci_Latn"] <= 1
     fixed, _ = learn_merges(base_tokenizer, texts, 20, 1, language_budgets={"bci_Latn": 4})
     assert Counter(t.language for t in fixed) == {"bci_Latn": 4, "swh_Latn": 16}
+    # "relative": each merge goes to the language it helps most, measured against that language's size.
+    relative, _ = learn_merges(base_tokenizer, texts, 20, 1, balance="relative")
+    assert len(relative) == 20 and Counter(t.language for t in relative)["bci_Latn"] > 1
     # A language that runs out of pairs leaves its share to the others: the budget is still spent.
     drained, _ = learn_merges(base_tokenizer, {"swh_Latn": texts["swh_Latn"], "bci_Latn": ["Akwaba"]}, 20, 1)
     assert len(drained) == 20
