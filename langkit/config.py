@@ -242,6 +242,66 @@ class LangIdConfig:
 
 
 @dataclass
+class DedupConfig:
+    """Near-duplicate removal and decontamination (``langkit.corpus.dedup``), after the exact
+    ``duplicate`` step. Both compare texts case-folded, with punctuation and symbols ignored."""
+
+    near_duplicates: bool = True
+    """Drop a record whose MinHash-estimated Jaccard similarity to a record kept before it (same
+    language, any source) is at least ``threshold`` (reason ``near_duplicate``). A pair is compared on
+    its target and pivot text together, a monolingual record on its text."""
+    threshold: float = 0.8
+    """Estimated Jaccard similarity of the shingle sets at or above which a record is a near-duplicate."""
+    num_perm: int = 128
+    """MinHash values per record (precision of the estimate: std about 0.035 at 0.8 with 128)."""
+    bands: int = 16
+    """LSH bands (``num_perm`` must be a multiple): more bands find more candidates below the threshold."""
+    shingle: int = 5
+    """Shingle size, in characters (``shingle_unit: char``) or words (``word``)."""
+    shingle_unit: str = "char"
+    """``char`` (character n-grams: robust on sentence-length lines and to spelling variants) or ``word``."""
+    min_words: int = 5
+    """Texts of fewer words are near-duplicates only of a text with the same shingles (similarity 1.0):
+    on a short line one character moves the similarity a lot ("Matie 1" / "Matie 10": 0.75)."""
+    seed: int = 0
+    """Seed of the MinHash functions."""
+    samples: int = 10
+    """(dropped, kept) near-duplicate pairs per language written to ``stats.json`` for review."""
+    decontaminate: bool = True
+    """Drop training records whose target or pivot text overlaps an evaluation text: the dev and test
+    splits of this build (every language) and ``decontaminate_against`` (reason ``decontaminated``)."""
+    decontaminate_against: list[str] = field(default_factory=list)
+    """More evaluation texts: plain-text UTF-8 files, one segment per line (relative paths resolve
+    against the config file's folder), e.g. a FLORES-200 devtest file of each language and pivot."""
+    ngram: int = 8
+    """Words in the n-grams a training text may not share with an evaluation text of this many words
+    or more."""
+    decontaminate_min_words: int = 3
+    """Evaluation texts of this many words up to ``ngram - 1`` count when contained whole in a training
+    text; shorter ones ("Bonjour.") only when the training text is exactly them."""
+
+    def check(self, key: str) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"{key}.threshold must be in (0, 1], got {self.threshold}")
+        if self.num_perm < 1 or self.bands < 1 or self.num_perm % self.bands:
+            raise ConfigError(
+                f"{key}.num_perm must be a positive multiple of {key}.bands, got {self.num_perm} and {self.bands}"
+            )
+        if self.shingle < 1:
+            raise ConfigError(f"{key}.shingle must be >= 1, got {self.shingle}")
+        if self.shingle_unit not in {"char", "word"}:
+            raise ConfigError(f"{key}.shingle_unit must be char or word, got {self.shingle_unit!r}")
+        if self.min_words < 0 or self.samples < 0:
+            raise ConfigError(f"{key}.min_words and {key}.samples must be >= 0")
+        if self.ngram < 1:
+            raise ConfigError(f"{key}.ngram must be >= 1, got {self.ngram}")
+        if not 1 <= self.decontaminate_min_words <= self.ngram:
+            raise ConfigError(
+                f"{key}.decontaminate_min_words must be between 1 and {key}.ngram, got {self.decontaminate_min_words}"
+            )
+
+
+@dataclass
 class CorpusConfig:
     """Stage 1: read sources, normalize, drop empty lines and duplicates, split, write a dataset."""
 
@@ -267,6 +327,8 @@ class CorpusConfig:
     """Quality filters (target text)."""
     langid: LangIdConfig = field(default_factory=LangIdConfig)
     """Language identification (target text)."""
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    """Near-duplicate removal and decontamination of the train split against evaluation texts."""
 
     def check(self, key: str) -> None:
         for i, source in enumerate(self.sources):
@@ -277,6 +339,7 @@ class CorpusConfig:
         self.pii.check(f"{key}.pii")
         self.filters.check(f"{key}.filters")
         self.langid.check(f"{key}.langid")
+        self.dedup.check(f"{key}.dedup")
 
 
 @dataclass
@@ -562,6 +625,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
             source.path = str((path.parent / source.path).resolve())
         if source.pivot_path and not Path(source.pivot_path).is_absolute():
             source.pivot_path = str((path.parent / source.pivot_path).resolve())
+    cfg.corpus.dedup.decontaminate_against = [
+        p if Path(p).is_absolute() else str((path.parent / p).resolve())
+        for p in cfg.corpus.dedup.decontaminate_against
+    ]
     return cfg
 
 

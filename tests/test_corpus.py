@@ -500,16 +500,23 @@ def test_demo_corpus_builds_with_documented_counts(tmp_path: Path) -> None:
     run_dir = RunDir(tmp_path / "run")
     run(cfg, run_dir)
     stats = json.loads((run_dir.corpus / "stats.json").read_text(encoding="utf-8"))
-    assert stats["splits"] == {"train": 180, "dev": 16, "test": 24}
-    for code in ("wol_Latn", "bci_Latn", "swh_Latn", "lin_Latn"):
+    assert stats["splits"] == {"train": 150, "dev": 16, "test": 24}
+    # The aligned files share their French sentences (multi-way, like FLORES): a French-pivot training
+    # pair whose French sentence is held out for another language is decontaminated.
+    decontaminated = {"wol_Latn": 9, "bci_Latn": 10, "swh_Latn": 0, "lin_Latn": 11}
+    for code, removed in decontaminated.items():
         lang = stats["languages"][code]
-        assert (lang["pairs"], lang["monolingual"], lang["quarantined"]) == (40, 15, 0), code
-        assert lang["splits"] == {"train": 45, "dev": 4, "test": 6}
+        assert (lang["pairs"], lang["monolingual"], lang["quarantined"]) == (40 - removed, 15, 0), code
+        assert lang["splits"] == {"train": 45 - removed, "dev": 4, "test": 6}
+        assert lang["dropped"]["decontaminated"] == removed
     dropped = read_jsonl(run_dir.corpus / "dropped.jsonl")
-    assert sorted((d["source"], d["line"], d["reason"]) for d in dropped) == sorted([
+    assert sorted((d["source"], d["line"], d["reason"]) for d in dropped if d["reason"] != "decontaminated") == sorted([
         ("wol-demo", 42, "duplicate"), ("bci-demo", 21, "empty"), ("bci-demo-mono", 8, "empty"),
         ("swh-demo", 41, "duplicate"), ("lin-demo", 27, "empty"), ("lin-demo-mono", 16, "duplicate"),
     ])  # fmt: skip
+    for d in dropped:
+        if d["reason"] == "decontaminated":  # by the pivot of another language's dev or test pair
+            assert d["overlaps"].endswith(":pivot") and d["overlaps"].split(":")[1] != d["source"], d
     rows = (
         pq.read_table(run_dir.split("train")).to_pylist() + pq.read_table(run_dir.split("test")).to_pylist()
     )

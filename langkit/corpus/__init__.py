@@ -1,12 +1,13 @@
 """Stage 1, corpus: read the configured sources, normalize, drop, split, write a Hugging Face dataset.
 
-    sources ──read_source──▶ Record ──normalize──▶ scrub PII ──▶ drop empty / quality / langid / duplicate ──▶ kept
+    sources ──read_source──▶ Record ──normalize──▶ scrub PII ──▶ drop empty / quality / langid / (near_)duplicate ──▶ kept
                                │ malformed  (per language)  (<PHONE>…)       │ dropped (reason)
                                ▼                                             ▼
                      corpus/quarantine.jsonl                         corpus/dropped.jsonl
 
 Kept records are split per language (seeded: ``test_size`` then ``dev_size`` aligned pairs held out,
-everything else in train) and written to ``corpus/dataset/{train,dev,test}.parquet`` with the columns
+everything else in train), the train split is decontaminated against every dev and test text (and the
+files of ``corpus.dedup.decontaminate_against``; reason ``decontaminated``), and the splits are written to ``corpus/dataset/{train,dev,test}.parquet`` with the columns
 ``id, language, text, pivot_language, pivot_text, source, license, file, line, normalization``. The
 counts (read, kept, dropped by reason, quarantined; per source, per language, per split; per language
 also the normalization rules with before/after samples and the PII replaced by type) go to
@@ -33,6 +34,6 @@ def run(cfg: RunConfig, run_dir: RunDir) -> Path:
     build_corpus(
         c.sources, cfg.languages, run_dir.corpus, c.dev_size, c.test_size, c.seed,
         release=c.release, allow_restricted=c.allow_restricted,
-        normalization=c.normalize, pii=c.pii, filters=c.filters, langid=c.langid,
+        normalization=c.normalize, pii=c.pii, filters=c.filters, langid=c.langid, dedup=c.dedup,
     )  # fmt: skip
     return run_dir.corpus

@@ -8,9 +8,17 @@ A well-formed record goes through, in order: normalization by its language's rul
 the pivot's rules, :mod:`langkit.corpus.normalize`), personal-data scrubbing of both texts
 (:mod:`langkit.corpus.pii`), then the drops: ``empty``, the quality filters
 (:mod:`langkit.corpus.filters`), language identification (``langid:CODE``, :mod:`langkit.corpus.langid`)
-and ``duplicate`` (of a record kept before). The ids of the rules and PII types that touched a
+``duplicate`` (same language, text and pivot as a record kept before) and ``near_duplicate`` (MinHash
+similarity to a record kept before, in any source of the language; the dropped record names it in
+``duplicate_of``; :mod:`langkit.corpus.dedup`). The ids of the rules and PII types that touched a
 record are stored with it (the ``normalization`` column; ``pivot:`` for the pivot text), and counted
 per language in ``stats.json`` with before/after samples of each rule.
+
+Once every source is read, each language's kept records are split (:func:`split_language`), and the
+train split is decontaminated: a training record whose text or pivot overlaps a dev or test text of
+any language, or a segment of ``corpus.dedup.decontaminate_against``, moves from kept to dropped
+(``decontaminated``, with the overlapping words and where they come from). The held-out splits are
+chosen before that filter, so dev and test keep their sizes.
 """
 
 from __future__ import annotations
@@ -27,8 +35,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from langkit.config import FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
+from langkit.config import DedupConfig, FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
 from langkit.corpus.card import write_dataset_card
+from langkit.corpus.dedup import Decontaminator, Match, NearDuplicateIndex
 from langkit.corpus.filters import FILTER_REASONS, check_quality
 from langkit.corpus.langid import LangIdFilter
 from langkit.corpus.licences import check_release, resolve_sources
@@ -40,7 +49,7 @@ from langkit.utils import get_logger, progress, write_json
 log = get_logger("corpus")
 
 SPLITS = ("train", "dev", "test")
-DROP_REASONS = ("empty", *FILTER_REASONS, "duplicate")
+DROP_REASONS = ("empty", *FILTER_REASONS, "duplicate", "near_duplicate", "decontaminated")
 """Drop reasons always counted (as 0 when unused); ``langid:CODE`` reasons are added as they occur."""
 COLUMNS = (
     "id", "language", "text", "pivot_language", "pivot_text", "source", "license", "file", "line",
@@ -79,13 +88,22 @@ class _LanguageSteps:
     pii: PiiConfig
     filters: FilterConfig
     langid: LangIdFilter | None
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     normalizer: Normalizer = field(init=False)
     pivot_normalizers: dict[str, Normalizer] = field(init=False, default_factory=dict)
     scrubber: PiiScrubber = field(init=False)
+    near_duplicates: NearDuplicateIndex | None = field(init=False, default=None)
+    near_duplicate_samples: list[dict[str, Any]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.scrubber = PiiScrubber(self.pii)
         self.normalizer = Normalizer(self.language, self.normalize, redact=self._redactor())
+        if self.dedup.near_duplicates:
+            d = self.dedup
+            # One index per language: near-duplicates are found within and across its sources.
+            self.near_duplicates = NearDuplicateIndex(
+                d.threshold, d.num_perm, d.bands, d.shingle, d.shingle_unit, d.min_words, d.seed
+            )
 
     def _redactor(self) -> Any:
         # Samples of the normalization rules go into stats.json: scrub them with a scrubber of their
@@ -123,12 +141,43 @@ class _LanguageSteps:
             reason = self.langid(text, self.language)
         return text, pivot.strip(), tags, reason or ""
 
+    def near_duplicate(self, key: str, text: str, pivot: str) -> Match | None:
+        """The id of the kept record this one near-duplicates and their similarity, or None (then it
+        is indexed as kept); the first ``dedup.samples`` pairs are kept for the report."""
+        if self.near_duplicates is None:
+            return None
+        match = self.near_duplicates.check_and_add(key, text, pivot)
+        if match is None:
+            return None
+        if len(self.near_duplicate_samples) < self.dedup.samples:
+            self.near_duplicate_samples.append(
+                {"similarity": match.similarity, "dropped_id": key, "dropped": text, "dropped_pivot": pivot,
+                 "kept_id": match.key, "kept": "", "kept_pivot": ""}
+            )  # fmt: skip
+        return match
+
+    def resolve_samples(self, kept: list[Example]) -> None:
+        """Fill in the kept side of the near-duplicate samples (one pass over the kept records, instead
+        of a map from every id to its text held all along)."""
+        wanted: dict[str, list[dict[str, Any]]] = {}
+        for sample in self.near_duplicate_samples:
+            wanted.setdefault(sample["kept_id"], []).append(sample)
+        for example in kept:
+            for sample in wanted.get(example.id, ()):
+                sample.update(kept=example.text, kept_pivot=example.pivot_text)
+
     def stats(self) -> dict[str, Any]:
-        return {
+        stats = {
             "normalization": self.normalizer.report(),
             "pivot_normalization": {code: n.report() for code, n in self.pivot_normalizers.items()},
             "pii": {kind: self.scrubber.counts[kind] for kind in PLACEHOLDERS},
         }
+        if self.near_duplicates is not None:
+            stats["near_duplicates"] = {
+                "indexed": len(self.near_duplicates),
+                "samples": self.near_duplicate_samples,
+            }
+        return stats
 
 
 def _dedup_key(language: str, text: str, pivot: str) -> bytes:
@@ -225,14 +274,15 @@ def build_corpus(
     pii: PiiConfig | None = None,
     filters: FilterConfig | None = None,
     langid: LangIdConfig | None = None,
+    dedup: DedupConfig | None = None,
 ) -> dict[str, Any]:
     """Read ``sources`` (those whose language is in ``languages``), write into ``out_dir``:
     ``dataset/{train,dev,test}.parquet``, ``stats.json``, ``dropped.jsonl`` and ``quarantine.jsonl``,
     and the dataset card ``dataset/README.md`` with its ``dataset/plots/*.png``. With ``release`` (a
     corpus meant for publication), non-commercial and no-redistribution sources are refused before
-    anything is read, unless ``allow_restricted``. ``normalization``, ``pii``, ``filters`` and
-    ``langid`` configure the per-record steps (their defaults when None). Returns the stats written to
-    ``stats.json``."""
+    anything is read, unless ``allow_restricted``. ``normalization``, ``pii``, ``filters``, ``langid``
+    and ``dedup`` configure the per-record steps (their defaults when None). Returns the stats written
+    to ``stats.json``."""
     out_dir = Path(out_dir)
     selected: list[SourceConfig] = []
     for i, source in enumerate(sources):
@@ -261,9 +311,15 @@ def build_corpus(
     pii = pii or PiiConfig()
     filters = filters or FilterConfig()
     langid = langid or LangIdConfig()
+    dedup = dedup or DedupConfig()
+    if dedup.decontaminate:
+        for i, path in enumerate(dedup.decontaminate_against):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"corpus.dedup.decontaminate_against[{i}]: no such file: {path}")
     langid_filter = LangIdFilter(langid) if langid.enabled else None
     steps = {
-        language: _LanguageSteps(language, normalization, pii, filters, langid_filter) for language in languages
+        language: _LanguageSteps(language, normalization, pii, filters, langid_filter, dedup)
+        for language in languages
     }
     kept: dict[str, list[Example]] = {language: [] for language in languages}
     seen: set[bytes] = set()
@@ -277,6 +333,21 @@ def build_corpus(
                 source, kept[source.language], seen, dropped_file, quarantine_file, steps[source.language]
             )
             source_stats.append(stats)
+        # The held-out pairs are chosen first, then the train split is filtered against them (and the
+        # other evaluation texts): dev and test keep their sizes, and dropped.jsonl is still open.
+        splits = {
+            language: split_language(kept[language], language, dev_size, test_size, seed)
+            for language in languages
+        }
+        for language in languages:
+            steps[language].resolve_samples(kept[language])
+        if dedup.decontaminate:
+            removed = _decontaminate(splits, dedup, source_stats, dropped_file)
+            for language in languages:
+                kept[language] = [e for e in kept[language] if e.id not in removed]
+    for s in source_stats:
+        if s["read"] != s["kept"] + sum(s["dropped"].values()) + s["quarantined"]:  # pragma: no cover
+            raise RuntimeError(f"corpus source {s['name']}: read != kept + dropped + quarantined: {s}")
 
     split_examples: dict[str, list[Example]] = {name: [] for name in SPLITS}
     language_stats: dict[str, Any] = {}
@@ -284,7 +355,7 @@ def build_corpus(
         examples = kept[language]
         if not examples:
             log.warning("%s: no text kept from any source", language)
-        per_split = split_language(examples, language, dev_size, test_size, seed)
+        per_split = splits[language]
         for name in SPLITS:
             split_examples[name].extend(per_split[name])
         own = [s for s in source_stats if s["language"] == language]
@@ -314,6 +385,7 @@ def build_corpus(
             "pii": asdict(pii),
             "filters": asdict(filters),
             "langid": asdict(langid),
+            "dedup": asdict(dedup),
         },
     }
     write_json(out_dir / "stats.json", result)
@@ -346,18 +418,22 @@ def _read_one(
             continue
         # A paired source's row with an empty pivot still gives monolingual text.
         text, pivot, tags, reason = steps.process(record.text, pivot_language, record.pivot_text)
+        near: Match | None = None
         if not reason:
             key = _dedup_key(source.language, text, pivot)
             if key in seen:
                 reason = "duplicate"
+            elif near := steps.near_duplicate(f"{name}:{record.line}", text, pivot):
+                reason = "near_duplicate"
             else:
+                # Only kept records enter the seen-set: a duplicate is always of a record kept before.
                 seen.add(key)
         if reason:
             dropped[reason] += 1
-            _write_jsonl_line(
-                dropped_file,
-                {**where, "reason": reason, "text": text, "pivot_text": pivot, "normalization": tags},
-            )
+            line = {**where, "reason": reason, "text": text, "pivot_text": pivot, "normalization": tags}
+            if near is not None:
+                line.update(duplicate_of=near.key, similarity=near.similarity)
+            _write_jsonl_line(dropped_file, line)
             continue
         kept.append(
             Example(
@@ -402,3 +478,55 @@ def _read_one(
         "dropped": dict(dropped),
         "quarantined": quarantined,
     }
+
+
+def _decontaminate(
+    splits: dict[str, dict[str, list[Example]]],
+    cfg: DedupConfig,
+    source_stats: list[dict[str, Any]],
+    dropped_file: IO[str],
+) -> set[str]:
+    """Remove from every language's train split the records whose text or pivot overlaps a dev or
+    test text of any language (multi-way corpora share pivot sentences) or a segment of the
+    ``decontaminate_against`` files; write them to ``dropped_file``, move them from kept to dropped in
+    ``source_stats``, and return their ids."""
+    decontaminator = Decontaminator(cfg.ngram, cfg.decontaminate_min_words)
+    for per_split in splits.values():
+        for name in ("dev", "test"):
+            for example in per_split[name]:
+                decontaminator.add(example.text, f"{name}:{example.id}")
+                if example.pivot_text:
+                    decontaminator.add(example.pivot_text, f"{name}:{example.id}:pivot")
+    for path in cfg.decontaminate_against:
+        decontaminator.add_file(path)
+    by_name = {s["name"]: s for s in source_stats}
+    removed: set[str] = set()
+    per_source: Counter[str] = Counter()
+    for per_split in splits.values():
+        train = []
+        for example in per_split["train"]:
+            overlap = decontaminator.find(example.text)
+            if overlap is None and example.pivot_text:
+                overlap = decontaminator.find(example.pivot_text)
+            if overlap is None:
+                train.append(example)
+                continue
+            removed.add(example.id)
+            per_source[example.source] += 1
+            stats = by_name[example.source]
+            stats["kept"] -= 1
+            stats["dropped"]["decontaminated"] += 1
+            _write_jsonl_line(
+                dropped_file,
+                {"source": example.source, "file": example.file, "line": example.line, "reason": "decontaminated",
+                 "text": example.text, "pivot_text": example.pivot_text, "normalization": example.normalization,
+                 "overlap": overlap[0], "overlaps": overlap[1]},
+            )  # fmt: skip
+        per_split["train"] = train
+    log.info(
+        "decontamination: %d evaluation segments; %d training records removed (%s)",
+        len(decontaminator),
+        len(removed),
+        ", ".join(f"{name} {n}" for name, n in per_source.items()) or "none",
+    )
+    return removed

@@ -116,7 +116,7 @@ def _reasons(counts: dict[str, int]) -> str:
 
 def _descriptions() -> dict[str, str]:
     """One-line descriptions of rule, flag and drop-reason ids, from the modules that define them
-    (``RULES`` / ``FLAGS`` in normalize, ``REASONS`` in filters) where those exist."""
+    (``RULES`` / ``FLAGS`` in normalize, ``REASONS`` in filters and dedup) where those exist."""
     found = {
         "empty": "no text left after normalization",
         "duplicate": "same language, text and pivot as a record kept before it",
@@ -126,7 +126,8 @@ def _descriptions() -> dict[str, str]:
         "repeated_ngrams": "too many repeated word n-grams",
         "wrong_script": "too few Latin-script letters",
     }
-    for module, names in (("normalize", ("RULES", "FLAGS")), ("filters", ("REASONS",))):
+    modules = (("normalize", ("RULES", "FLAGS")), ("filters", ("REASONS",)), ("dedup", ("REASONS",)))
+    for module, names in modules:
         try:
             mod = importlib.import_module(f"langkit.corpus.{module}")
         except ImportError:
