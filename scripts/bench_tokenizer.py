@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=8000)
     parser.add_argument("--base", default="openai/gpt-oss-20b")
     parser.add_argument("--sentencepiece", action="store_true", help="also run langkit's SentencePiece mode")
+    parser.add_argument("--balance", default="equal", choices=["equal", "proportional", "relative", "none"],
+                        help="langkit's budget sharing (tokenizer.balance)")
     args = parser.parse_args()
 
     train: dict[str, list[str]] = defaultdict(list)
@@ -88,7 +90,7 @@ def main() -> None:
     plain, _ = extend_tokenizer(base, train, args.budget, out / "plain", 2, balance="none", words_only=False)
     plain_s = time.perf_counter() - start
 
-    config = TokenizerConfig(budget=args.budget)
+    config = TokenizerConfig(budget=args.budget, balance=args.balance)
     start = time.perf_counter()
     normalized_train = {lang: normalize_lines(lines, lang) for lang, lines in train.items()}
     ours, new_tokens = extend_tokenizer(base, normalized_train, args.budget, out / "langkit", config.min_frequency,
