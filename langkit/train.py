@@ -13,11 +13,20 @@ Data: each aligned pair of the train split gives two harmony translation example
 language -> pivot, loss on the answer only); with ``train.monolingual`` each record's text also gives a
 plain next-token example. A plain loop (AdamW, linear warm-up/decay, clipping at 1.0) cycles through the
 seeded shuffled examples for ``train.max_steps`` steps, checkpointing atomically so that a resumed run
-ends with the same adapter as an uninterrupted one. Outputs, under ``RUN/train/``::
+ends with the same adapter as an uninterrupted one.
+
+Long sequences (``train.attention``, ``train.chunked_loss``, ``train.packing``): ``langkit_sink`` attention
+(``langkit/attention.py``) never builds the [batch, heads, L, L] scores; the chunked loss
+(``langkit/loss.py``) never builds the [tokens, vocab] logits of the batch; packing fills each row with
+whole examples (position ids restart per example, attention stays within an example, and an example's
+first token takes no loss from the one before it), and the share of non-padding tokens is logged.
+
+Outputs, under ``RUN/train/``::
 
     adapter/                       adapter_model.safetensors + adapter_config.json (PeftModel.from_pretrained)
     checkpoints/step-NNNNNN/       the adapter + trainer_state.pt (optimizer, scheduler, RNG, data position)
-    train_log.jsonl                one line per step: step, loss, lr, tokens, tokens_seen, grad_norm
+    train_log.jsonl                one line per step: step, loss, lr, tokens, tokens_seen, grad_norm,
+                                   examples, efficiency (non-padding share of the step's token slots)
     metadata.json                  what was trained, on how much, how long, and an energy estimate
     loss.png                       the loss curve, only when matplotlib is installed
 """
@@ -38,9 +47,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from langkit.attention import EAGER, packed_eager_masks, set_attention
 from langkit.config import RunConfig, TrainConfig
 from langkit.harmony import IGNORE_INDEX, Example, encode_monolingual, encode_translation
-from langkit.models import TINY, gpt_oss_config, load_base_model, resize_for_new_tokens
+from langkit.loss import causal_lm_loss
+from langkit.models import DTYPES, TINY, gpt_oss_config, load_base_model, resize_for_new_tokens
 from langkit.rundir import RunDir
 from langkit.tokenizer import NewToken, load_new_tokens
 from langkit.utils import atomic_write_text, get_logger, progress, write_json
@@ -149,6 +160,10 @@ def prepare_model(train: TrainConfig, tokenizer: Any, new_tokens: Sequence[NewTo
     from peft import get_peft_model
 
     base, new_ids = _resized_base(train, tokenizer, new_tokens)
+    set_attention(base, train.attention)  # training only: evaluation generates with transformers' eager
+    if train.gradient_checkpointing:
+        # Non-reentrant: PEFT's frozen embeddings give the first layer no input that requires grad.
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(train.seed)  # LoRA A initialisation
     model = get_peft_model(base, lora_config(train, new_ids))
     trainable, total = count_parameters(model)
@@ -245,6 +260,31 @@ def collate(examples: Sequence[Example], pad_id: int) -> dict[str, torch.Tensor]
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def collate_packed(rows: Sequence[Sequence[Example]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Packed rows, right-padded to the longest row: ``input_ids``, ``attention_mask``, ``labels`` and
+    ``position_ids``, each [R, L]. Position ids restart at 0 for every example, which is what keeps
+    examples apart in attention (``langkit.attention.segment_ids``); the padding tail gets its own run of
+    positions, and no example attends to it (attention_mask 0). Each example's first label is -100: the
+    model predicts label t+1 at position t, and in a packed row that position holds the previous example's
+    last token (alone, that label is never predicted either)."""
+    length = max(sum(len(e.input_ids) for e in row) for row in rows)
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    position_ids = torch.zeros((len(rows), length), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for e in row:
+            n = len(e.input_ids)
+            input_ids[r, at:at + n] = torch.tensor(e.input_ids)
+            labels[r, at + 1:at + n] = torch.tensor(e.labels[1:], dtype=torch.long)
+            attention_mask[r, at:at + n] = 1
+            position_ids[r, at:at + n] = torch.arange(n)
+            at += n
+        position_ids[r, at:] = torch.arange(length - at)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "position_ids": position_ids}
+
+
 @dataclass
 class ExampleStream:
     """An endless stream of example indices: every pass (epoch) is a fresh seeded shuffle, so the
@@ -272,6 +312,12 @@ class ExampleStream:
                 self.epoch, self.offset, self._order = self.epoch + 1, 0, []
         return out
 
+    def peek(self) -> int:
+        """The next index, without taking it (the position does not move)."""
+        if not self._order:
+            self._order = self._shuffled()
+        return self._order[self.offset]
+
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "offset": self.offset, "size": self.size, "seed": self.seed}
 
@@ -283,6 +329,71 @@ class ExampleStream:
                 "train.resume=false to start over"
             )
         self.epoch, self.offset, self._order = state["epoch"], state["offset"], []
+
+
+def take_packed(stream: ExampleStream, lengths: Sequence[int], rows: int, capacity: int) -> list[list[int]]:
+    """Example indices for one packed step: ``rows`` rows of at most ``capacity`` tokens. Examples come in
+    stream order, each into the first row with room (first fit); the step ends at the first example that
+    fits no row (it opens the next step, so the stream position stays exact for resuming) or that this step
+    already holds (a data set smaller than one step)."""
+    bins: list[list[int]] = []
+    free: list[int] = []
+    taken: set[int] = set()
+    while True:
+        index = stream.peek()
+        if index in taken:
+            break
+        n = lengths[index]
+        if n > capacity:
+            raise ValueError(f"example {index} has {n} tokens, more than train.max_length={capacity}")
+        slot = next((b for b, room in enumerate(free) if room >= n), None)
+        if slot is None:
+            if len(bins) == rows:
+                break
+            bins.append([])
+            free.append(capacity)
+            slot = len(bins) - 1
+        stream.take(1)
+        taken.add(index)
+        bins[slot].append(index)
+        free[slot] -= n
+    return bins
+
+
+@dataclass
+class Batch:
+    """One optimizer step's model inputs (``labels`` included) and what they hold."""
+
+    inputs: dict[str, Any]
+    tokens: int
+    """Non-padding tokens."""
+    slots: int
+    """Token positions computed, padding included (rows x row length)."""
+    examples: int
+
+
+def next_batch(stream: ExampleStream, examples: Sequence[Example], train: TrainConfig, pad_id: int,
+               sliding_window: int | None) -> Batch:
+    """The next step's batch: ``train.batch_size`` examples padded to the longest, or with
+    ``train.packing`` that many packed rows. Eager attention gets packed rows' masks as 4-D block-diagonal
+    masks (gpt-oss does not derive them from position ids); ``langkit_sink`` reads the position ids."""
+    if not train.packing:
+        batch = collate([examples[i] for i in stream.take(train.batch_size)], pad_id)
+        return Batch(dict(batch), int(batch["attention_mask"].sum()), batch["input_ids"].numel(), train.batch_size)
+    lengths = [len(e.input_ids) for e in examples]
+    rows = take_packed(stream, lengths, train.batch_size, train.max_length)
+    batch = collate_packed([[examples[i] for i in row] for row in rows], pad_id)
+    inputs: dict[str, Any] = dict(batch)
+    if train.attention == EAGER:
+        inputs["attention_mask"] = packed_eager_masks(batch["position_ids"], batch["attention_mask"], sliding_window,
+                                                      DTYPES[train.dtype])
+    return Batch(inputs, int(batch["attention_mask"].sum()), batch["input_ids"].numel(), sum(len(r) for r in rows))
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value.to(device)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -393,10 +504,12 @@ def _read_log(path: Path, up_to: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------------
 
 
-def _training_step(model: Any, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-                   scheduler: torch.optim.lr_scheduler.LRScheduler, params: list[torch.nn.Parameter]) -> tuple[float, float]:
+def _training_step(model: Any, batch: dict[str, Any], optimizer: torch.optim.Optimizer,
+                   scheduler: torch.optim.lr_scheduler.LRScheduler, params: list[torch.nn.Parameter],
+                   train: TrainConfig) -> tuple[float, float]:
     """One optimizer step on one batch; returns (loss, gradient norm before clipping)."""
-    loss = model(**batch).loss  # mean causal-LM loss over the labelled (non -100) tokens
+    # Mean causal-LM loss over the labelled (non -100) tokens, with or without all logits at once.
+    loss = causal_lm_loss(model, batch, train.loss_chunk_size) if train.chunked_loss else model(**batch).loss
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()}; lower train.learning_rate or check the data")
     loss.backward()
@@ -414,6 +527,28 @@ class TrainResult:
     wall_time_s: float
     losses: list[float]
     resumed_from: int | None
+    slots_seen: int = 0
+    """Token positions computed, padding included: tokens_seen / slots_seen is the padding efficiency."""
+
+    @property
+    def efficiency(self) -> float | None:
+        return round(self.tokens_seen / self.slots_seen, 4) if self.slots_seen else None
+
+
+# Why a loop of our own and not transformers' Trainer or TRL's SFTTrainer (both were considered):
+# * packing without cross-talk: TRL documents its packing for FlashAttention setups only (examples are
+#   separated by position_ids, which the varlen flash kernels honour). gpt-oss's mask builder never sees
+#   position_ids, so with eager attention (and on CPU) packed examples would attend to each other. Here
+#   eager gets explicit block-diagonal masks and langkit_sink reads the position ids; both are tested
+#   equal to running the examples one by one.
+# * the chunked loss needs the final hidden states, not the logits the model returns: with Trainer it
+#   would mean overriding compute_loss to bypass the model's forward anyway.
+# * exact resume including the data position: the (epoch, offset) of a seeded stream is saved with the
+#   optimizer, scheduler and RNG (atomically, keep-last-N) and a resumed run starts there at no cost,
+#   packed steps (a variable number of examples each) included; Trainer re-iterates its dataloader and
+#   skips the batches already seen.
+# * PEFT's target_parameters (expert LoRA) and trainable_token_indices are saved with
+#   save_embedding_layers=False, or every checkpoint would hold two full [V, H] matrices.
 
 
 def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Path, pad_id: int) -> TrainResult:
@@ -429,7 +564,9 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
         optimizer, lambda i: lr_factor(i, train.warmup_steps, train.max_steps))
     stream = ExampleStream(len(examples), train.seed)
 
-    step, tokens_seen, wall_before, losses, resumed_from = 0, 0, 0.0, [], None
+    base_config = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    sliding_window = getattr(base_config, "sliding_window", None)
+    step, tokens_seen, slots_seen, wall_before, losses, resumed_from = 0, 0, 0, 0.0, [], None
     found = list_checkpoints(checkpoints)
     if train.resume and found:
         resumed_from, path = found[-1]
@@ -439,6 +576,7 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
         stream.load_state(state["data"])
         _set_rng_state(state["rng"])
         step, tokens_seen, wall_before, losses = state["step"], state["tokens_seen"], state["wall_time_s"], state["losses"]
+        slots_seen = state.get("slots_seen", tokens_seen)  # checkpoints from before packing: no count kept
         log.info("resuming from %s (step %d of %d)", path, step, train.max_steps)
         if step >= train.max_steps:
             log.info("checkpoint %s is of a finished run: no more steps", path.name)
@@ -457,7 +595,7 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
 
     def checkpoint(at: int, wall: float) -> None:
         state = {
-            "step": at, "tokens_seen": tokens_seen, "wall_time_s": wall, "losses": list(losses),
+            "step": at, "tokens_seen": tokens_seen, "slots_seen": slots_seen, "wall_time_s": wall, "losses": list(losses),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "data": stream.state(), "rng": _rng_state(),
         }
@@ -470,21 +608,24 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
     with log_path.open("a", encoding="utf-8") as log_file:
         done = step
         for step in progress(range(done + 1, train.max_steps + 1), desc="train", total=max(0, train.max_steps - done)):
-            batch = collate([examples[i] for i in stream.take(train.batch_size)], pad_id)
-            tokens = int(batch["attention_mask"].sum())
+            batch = next_batch(stream, examples, train, pad_id, sliding_window)
+            tokens = batch.tokens
             lr = scheduler.get_last_lr()[0]
-            loss, grad_norm = _training_step(model, {k: v.to(device) for k, v in batch.items()}, optimizer, scheduler, params)
+            loss, grad_norm = _training_step(model, _to_device(batch.inputs, device), optimizer, scheduler, params, train)
             tokens_seen += tokens
+            slots_seen += batch.slots
             losses.append(loss)
             row = {"step": step, "loss": round(loss, 6), "lr": lr, "tokens": tokens, "tokens_seen": tokens_seen,
-                   "grad_norm": round(grad_norm, 6)}
+                   "grad_norm": round(grad_norm, 6), "examples": batch.examples,
+                   "efficiency": round(tokens / batch.slots, 4)}
             log_file.write(json.dumps(row) + "\n")
             log_file.flush()
-            log.info("step %d/%d loss %.4f lr %.3g tokens %d", step, train.max_steps, loss, lr, tokens)
+            log.info("step %d/%d loss %.4f lr %.3g tokens %d (%d examples, %.0f%% of the batch not padding)", step,
+                     train.max_steps, loss, lr, tokens, batch.examples, 100 * tokens / batch.slots)
             if step % train.save_every == 0 or step == train.max_steps:
                 checkpoint(step, wall_before + time.perf_counter() - start)
     model.eval()
-    return TrainResult(step, tokens_seen, wall_before + time.perf_counter() - start, losses, resumed_from)
+    return TrainResult(step, tokens_seen, wall_before + time.perf_counter() - start, losses, resumed_from, slots_seen)
 
 
 def _device() -> torch.device:
@@ -561,6 +702,13 @@ def run(cfg: RunConfig, run_dir: RunDir) -> Path:
         "learning_rate": train.learning_rate,
         "batch_size": train.batch_size,
         "max_length": train.max_length,
+        "attention": train.attention,
+        "chunked_loss": train.chunked_loss,
+        "gradient_checkpointing": train.gradient_checkpointing,
+        "loss_chunk_size": train.loss_chunk_size if train.chunked_loss else None,
+        "packing": train.packing,
+        # Share of the computed token positions that were not padding (packed or padded batches alike).
+        "packing_efficiency": result.efficiency,
         "dtype": train.dtype,
         "seed": train.seed,
         "resumed_from": result.resumed_from,

@@ -23,13 +23,16 @@ from langkit.harmony import IGNORE_INDEX
 from langkit.rundir import RunDir
 from langkit.tokenizer import BASE_VOCAB_SIZE, load_new_tokens, write_o200k_tiktoken
 from langkit.train import (
+    ExampleStream,
     check_vocabulary,
     collate,
+    collate_packed,
     encode_records,
     load_adapted_model,
     load_examples,
     prepare_model,
     read_records,
+    take_packed,
 )
 from tests.conftest import SAMPLE_TEXT
 
@@ -330,3 +333,147 @@ def test_prompt_matches_openai_harmony(base_tokenizer, tmp_path, monkeypatch):
     rendered = encoding.render_conversation_for_training(oh.Conversation.from_messages([*messages, answer]))
     example = harmony.encode_translation(base_tokenizer, "fra_Latn", "wol_Latn", source, target, max_length=4096)
     assert example.input_ids == list(rendered)
+
+
+# --------------------------------------------------------------------------------------------------
+# Packing, langkit_sink attention and the chunked loss in the train stage
+# --------------------------------------------------------------------------------------------------
+
+
+def _example(ids: list[int], prompt: int) -> harmony.Example:
+    return harmony.Example(list(ids), [IGNORE_INDEX] * prompt + list(ids[prompt:]))
+
+
+def test_collate_packed_keeps_examples_apart():
+    a, b, c = _example([5, 6, 7, 8], 2), _example([9, 10, 11], 0), _example([12, 13], 0)
+    batch = collate_packed([[a, b], [c]], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11], [12, 13, 0, 0, 0, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2], [0, 1, 0, 1, 2, 3, 4]]
+    assert batch["attention_mask"].tolist() == [[1] * 7, [1, 1, 0, 0, 0, 0, 0]]
+    # b's first token is not a target of a's last token; labels[0] of an example is never a target anyway.
+    assert batch["labels"].tolist() == [[-100, -100, 7, 8, -100, 10, 11], [-100, 13] + [-100] * 5]
+
+
+def test_take_packed_first_fit_in_stream_order():
+    lengths = [60, 50, 30, 70, 20, 10]
+    stream = ExampleStream(len(lengths), seed=3)
+    probe = ExampleStream(len(lengths), seed=3)
+    order = probe.take(len(lengths))
+    rows = take_packed(stream, lengths, rows=2, capacity=100)
+    taken = [i for row in rows for i in row]
+    assert sorted(taken) == sorted(order[:len(taken)])  # a prefix of the stream, nothing skipped
+    assert all(sum(lengths[i] for i in row) <= 100 for row in rows) and len(rows) <= 2
+    following = order[len(taken)]  # the example that ended the step opens the next one
+    assert stream.peek() == following and stream.state()["offset"] == len(taken)
+    assert lengths[following] > 100 - min(sum(lengths[i] for i in row) for row in rows)
+    # A data set smaller than one step: every example once, never twice in a step.
+    small = ExampleStream(3, seed=0)
+    assert sorted(i for row in take_packed(small, [5, 5, 5], rows=4, capacity=100) for i in row) == [0, 1, 2]
+    with pytest.raises(ValueError, match="max_length"):
+        take_packed(ExampleStream(1, seed=0), [200], rows=1, capacity=100)
+
+
+def _windowed_tiny() -> Any:
+    """The tiny gpt-oss (real vocabulary) with an 8-token sliding window, so that packed rows cross it."""
+    from transformers import GptOssForCausalLM
+
+    from langkit.models import gpt_oss_config
+
+    config = gpt_oss_config("tiny")
+    config.sliding_window = 8
+    torch.manual_seed(0)
+    model = GptOssForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.sinks.normal_(0, 1.0)
+    return model
+
+
+@pytest.mark.parametrize("attention,chunked", [("eager", False), ("langkit_sink", False), ("langkit_sink", True)])
+def test_packed_batch_matches_examples_one_by_one(attention, chunked):
+    from langkit.attention import set_attention
+    from langkit.loss import causal_lm_loss
+
+    model = _windowed_tiny()
+    set_attention(model, attention)
+    torch.manual_seed(3)
+    examples = [_example(torch.randint(0, 200_000, (n,)).tolist(), prompt) for n, prompt in ((23, 9), (17, 0), (30, 12))]
+    train = TrainConfig(attention=attention, packing=True, batch_size=2, max_length=48, chunked_loss=chunked,
+                        loss_chunk_size=16)
+    stream = ExampleStream(len(examples), seed=0)
+    batch = train_mod.next_batch(stream, examples, train, pad_id=0, sliding_window=8)
+    assert batch.examples == 3 and batch.tokens == 70 and batch.inputs["input_ids"].shape[0] == 2
+    assert isinstance(batch.inputs["attention_mask"], dict) == (attention == "eager")
+
+    def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits[:-1], labels[1:], ignore_index=IGNORE_INDEX, reduction="none")
+
+    with torch.no_grad():
+        packed = model(**{k: v for k, v in batch.inputs.items() if k != "labels"}).logits
+        loss = causal_lm_loss(model, batch.inputs, train.loss_chunk_size) if chunked else model(**batch.inputs).loss
+        input_ids, positions = batch.inputs["input_ids"], batch.inputs["position_ids"]
+        total, count = 0.0, 0
+        for e in examples:
+            alone = model(input_ids=torch.tensor([e.input_ids])).logits[0]
+            # find the example in the packed rows: its ids, starting where position 0 is
+            row, start = next((r, s) for r in range(input_ids.shape[0]) for s in range(input_ids.shape[1])
+                              if positions[r, s] == 0 and input_ids[r, s:s + len(e.input_ids)].tolist() == e.input_ids)
+            span = packed[row, start:start + len(e.input_ids)]
+            torch.testing.assert_close(span, alone, atol=2e-5, rtol=1e-5)
+            labels = torch.tensor(e.labels)
+            expected = token_losses(alone, labels)
+            got = token_losses(span, batch.inputs["labels"][row, start:start + len(e.input_ids)])
+            torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)  # per-example, token by token
+            total += float(expected.sum())
+            count += int((labels[1:] != IGNORE_INDEX).sum())
+        assert loss.item() == pytest.approx(total / count, abs=1e-5)
+
+
+def test_langkit_path_trains_packed_and_resumes_exactly(extended_tokenizer, tmp_path, monkeypatch):
+    _, _, folder = extended_tokenizer
+    settings = dict(attention="langkit_sink", chunked_loss=True, loss_chunk_size=64, packing=True, max_steps=6,
+                    save_every=3, batch_size=2, max_length=128)
+    reference = _make_run_dir(tmp_path / "uninterrupted", folder)
+    train_mod.run(_config(**settings), reference)
+    rows = _read_log(reference)
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert all(r["examples"] >= 2 and 0 < r["efficiency"] <= 1 for r in rows)
+    assert sum(r["examples"] for r in rows) > 6 * 2  # rows hold several examples
+    meta = json.loads((reference.train / "metadata.json").read_text())
+    assert meta["packing"] and meta["attention"] == "langkit_sink" and meta["chunked_loss"]
+    assert 0.5 < meta["packing_efficiency"] <= 1
+
+    run_dir = _make_run_dir(tmp_path / "crashed", folder)
+    real_step = train_mod._training_step
+    calls = []
+
+    def crash_at_step_5(*args: Any) -> tuple[float, float]:
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt("simulated crash")
+        return real_step(*args)
+
+    monkeypatch.setattr(train_mod, "_training_step", crash_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.run(_config(**settings), run_dir)
+    monkeypatch.setattr(train_mod, "_training_step", real_step)
+    train_mod.run(_config(**settings), run_dir)  # resumes from step 3, packed stream position included
+    got = _read_log(run_dir)
+    assert [(r["step"], r["tokens"], r["examples"]) for r in got] == [(r["step"], r["tokens"], r["examples"]) for r in rows]
+    assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in rows], abs=1e-5)
+    assert json.loads((run_dir.train / "metadata.json").read_text())["packing_efficiency"] == meta["packing_efficiency"]
+    expected = load_file(str(reference.adapter / "adapter_model.safetensors"))
+    adapter = load_file(str(run_dir.adapter / "adapter_model.safetensors"))
+    for key in expected:
+        assert torch.allclose(adapter[key], expected[key], atol=1e-6), key
+
+
+def test_langkit_path_matches_default_path(trained, extended_tokenizer, tmp_path):
+    # Same batches (no packing), other attention kernel and loss: the same 12-step run within float32 noise.
+    _, _, folder = extended_tokenizer
+    run_dir = _make_run_dir(tmp_path / "run", folder)
+    train_mod.run(_config(attention="langkit_sink", chunked_loss=True, loss_chunk_size=50), run_dir)
+    expected = _read_log(trained["run_dir"])
+    got = _read_log(run_dir)
+    assert [r["tokens"] for r in got] == [r["tokens"] for r in expected]
+    assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in expected], abs=2e-4)
