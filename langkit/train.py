@@ -28,12 +28,11 @@ Outputs, under ``RUN/train/``::
     train_log.jsonl                one line per step: step, loss, lr, tokens, tokens_seen, grad_norm,
                                    examples, efficiency (non-padding share of the step's token slots)
     metadata.json                  what was trained, on how much, how long, and an energy estimate
-    loss.png                       the loss curve, only when matplotlib is installed
+    loss.png                       the loss curve
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -644,8 +643,8 @@ def energy_estimate(wall_time_s: float, device: torch.device) -> dict[str, Any]:
 
 
 def _plot_loss(losses: Sequence[float], path: Path) -> None:
-    """The loss curve, only when matplotlib is installed (it is not a langkit dependency)."""
-    if not losses or importlib.util.find_spec("matplotlib") is None:
+    """The loss curve (PNG), next to train_log.jsonl."""
+    if not losses:
         return
     import matplotlib
 

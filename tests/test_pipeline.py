@@ -43,7 +43,7 @@ def test_run_directory_has_every_stage_output(demo_run):
         "tokenizer/stats.json", "tokenizer/tokenizer/tokenizer.json", "tokenizer/tokenizer/tokenizer_config.json",
         "tokenizer/tokenizer/new_tokens.json",
         "train/adapter/adapter_model.safetensors", "train/adapter/adapter_config.json",
-        "train/metadata.json", "train/train_log.jsonl",
+        "train/metadata.json", "train/train_log.jsonl", "train/loss.png",
         "eval/report.json", "eval/report.md", "eval/human_eval.csv", "eval/human_eval_key.csv",
         "release/README.md", "release/manifest.json", "release/adapter_model.safetensors",
         "release/adapter_config.json", "release/tokenizer/tokenizer.json",
