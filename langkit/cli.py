@@ -41,7 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     corpus = sub.add_parser("corpus", help="stage 1: build the dataset from the configured sources")
     corpus_sub = corpus.add_subparsers(dest="action", required=True, metavar="ACTION")
-    _add_config_args(corpus_sub.add_parser("build", help="read, normalize, deduplicate, split, write parquet"))
+    p = corpus_sub.add_parser("build", help="read, normalize, deduplicate, split, write parquet")
+    _add_config_args(p)
+    p.add_argument(
+        "--only-source",
+        default="",
+        metavar="NAME",
+        help="write only this source's shard (one scheduler job per source); a build without it merges",
+    )
     p = corpus_sub.add_parser("sources", help="list the catalogue of known public sources (corpora/sources/)")
     p.add_argument("--lang", default=None, help="only sources with this language, e.g. wol_Latn")
     p.add_argument("--json", action="store_true", help="print the cards as JSON instead of a table")
@@ -258,7 +265,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         elif args.action == "review":
             _corpus_review(args)
         else:
-            print(pipeline.run_stage("corpus", _load(args), args.out))
+            cfg = _load(args)
+            if args.only_source:
+                cfg.corpus.only_source = args.only_source
+            print(pipeline.run_stage("corpus", cfg, args.out))
     elif args.command == "tokenizer":
         if args.action == "build":
             print(pipeline.run_stage("tokenizer", _load(args), args.out))

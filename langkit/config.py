@@ -329,8 +329,16 @@ class CorpusConfig:
     """Language identification (target text)."""
     dedup: DedupConfig = field(default_factory=DedupConfig)
     """Near-duplicate removal and decontamination of the train split against evaluation texts."""
+    workers: int = 0
+    """Processes for the per-record steps, one source each at a time: 0 = one per core, 1 = in the
+    main process. The output is the same whatever the number."""
+    only_source: str = ""
+    """Write only this source's shard (``langkit corpus build --only-source NAME``: one scheduler job
+    per source); a build without it then merges the shards."""
 
     def check(self, key: str) -> None:
+        if self.workers < 0:
+            raise ConfigError(f"{key}.workers must be >= 0 (0: one per core)")
         for i, source in enumerate(self.sources):
             source.check(f"{key}.sources[{i}]")
         if self.dev_size < 0 or self.test_size < 0:

@@ -19,29 +19,39 @@ train split is decontaminated: a training record whose text or pivot overlaps a 
 any language, or a segment of ``corpus.dedup.decontaminate_against``, moves from kept to dropped
 (``decontaminated``, with the overlapping words and where they come from). The held-out splits are
 chosen before that filter, so dev and test keep their sizes.
+
+The per-record steps (read to langid) need nothing from other sources: they run per source, in a
+process pool, each into a shard under ``.work/`` (written atomically, named by a hash of what it
+depends on). The global steps (duplicates, split, decontamination, outputs) then replay the shards in
+source order. So a killed build resumes from its finished shards, the output does not depend on the
+number of workers, and ``only_source`` lets a scheduler run one source per job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from langkit import __version__
 from langkit.config import DedupConfig, FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
 from langkit.corpus.card import write_dataset_card
 from langkit.corpus.dedup import Decontaminator, Match, NearDuplicateIndex
 from langkit.corpus.filters import FILTER_REASONS, check_quality
 from langkit.corpus.langid import LangIdFilter
 from langkit.corpus.licences import check_release, resolve_sources
-from langkit.corpus.normalize import Normalizer
+from langkit.corpus.normalize import FLAGS, RULES, Normalizer
 from langkit.corpus.pii import PLACEHOLDERS, PiiScrubber
 from langkit.corpus.readers import Record, check_source, read_source, source_name
 from langkit.utils import get_logger, progress, write_json
@@ -80,30 +90,23 @@ class Example:
 
 
 @dataclass
-class _LanguageSteps:
-    """The per-record steps for the sources of one target language, with what they counted."""
+class _SourceSteps:
+    """The per-record steps of one source (normalize, scrub, filters, langid), with what they
+    counted. They need no state shared between sources, so each source can run in its own process
+    and write its results to a shard; the global steps then read the shards in source order."""
 
     language: str
     normalize: NormalizeConfig
     pii: PiiConfig
     filters: FilterConfig
     langid: LangIdFilter | None
-    dedup: DedupConfig = field(default_factory=DedupConfig)
     normalizer: Normalizer = field(init=False)
     pivot_normalizers: dict[str, Normalizer] = field(init=False, default_factory=dict)
     scrubber: PiiScrubber = field(init=False)
-    near_duplicates: NearDuplicateIndex | None = field(init=False, default=None)
-    near_duplicate_samples: list[dict[str, Any]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.scrubber = PiiScrubber(self.pii)
         self.normalizer = Normalizer(self.language, self.normalize, redact=self._redactor())
-        if self.dedup.near_duplicates:
-            d = self.dedup
-            # One index per language: near-duplicates are found within and across its sources.
-            self.near_duplicates = NearDuplicateIndex(
-                d.threshold, d.num_perm, d.bands, d.shingle, d.shingle_unit, d.min_words, d.seed
-            )
 
     def _redactor(self) -> Any:
         # Samples of the normalization rules go into stats.json: scrub them with a scrubber of their
@@ -141,6 +144,59 @@ class _LanguageSteps:
             reason = self.langid(text, self.language)
         return text, pivot.strip(), tags, reason or ""
 
+    def report(self) -> dict[str, Any]:
+        return {
+            "normalization": self.normalizer.report(),
+            "pivot_normalization": {code: n.report() for code, n in self.pivot_normalizers.items()},
+            "pii": {kind: self.scrubber.counts[kind] for kind in PLACEHOLDERS},
+        }
+
+
+_RULE_ORDER = {rule: i for i, rule in enumerate([*RULES, *FLAGS])}
+
+
+def _merge_normalization(reports: list[dict[str, Any]], max_samples: int) -> dict[str, Any]:
+    """One language's normalization report from its sources' reports, in source order: the same
+    counts and the same first ``max_samples`` samples per rule as one Normalizer run over all of
+    them in that order (what :meth:`Normalizer.report` gives)."""
+    rules: Counter[str] = Counter()
+    lookalikes: Counter[str] = Counter()
+    samples: dict[str, list[dict[str, str]]] = {}
+    for report in reports:
+        rules.update(report["rules"])
+        lookalikes.update(report["lookalikes"])
+        for rule, pairs in report["samples"].items():
+            kept = samples.setdefault(rule, [])
+            kept.extend(pairs[: max(0, max_samples - len(kept))])
+    order = sorted(rules, key=lambda r: _RULE_ORDER.get(r, len(_RULE_ORDER)))
+    return {
+        "texts": sum(r["texts"] for r in reports),
+        "changed": sum(r["changed"] for r in reports),
+        "rules": {r: rules[r] for r in order},
+        "lookalikes": dict(sorted(lookalikes.items())),
+        "samples": {r: samples[r] for r in order if r in samples},
+    }
+
+
+@dataclass
+class _LanguageSteps:
+    """The global steps for the sources of one target language (the near-duplicate index), and the
+    per-source reports merged."""
+
+    language: str
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    near_duplicates: NearDuplicateIndex | None = field(init=False, default=None)
+    near_duplicate_samples: list[dict[str, Any]] = field(init=False, default_factory=list)
+    reports: list[dict[str, Any]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.dedup.near_duplicates:
+            d = self.dedup
+            # One index per language: near-duplicates are found within and across its sources.
+            self.near_duplicates = NearDuplicateIndex(
+                d.threshold, d.num_perm, d.bands, d.shingle, d.shingle_unit, d.min_words, d.seed
+            )
+
     def near_duplicate(self, key: str, text: str, pivot: str) -> Match | None:
         """The id of the kept record this one near-duplicates and their similarity, or None (then it
         is indexed as kept); the first ``dedup.samples`` pairs are kept for the report."""
@@ -167,10 +223,22 @@ class _LanguageSteps:
                 sample.update(kept=example.text, kept_pivot=example.pivot_text)
 
     def stats(self) -> dict[str, Any]:
+        max_samples = Normalizer.max_samples
+        pivots: dict[str, list[dict[str, Any]]] = {}
+        pii: Counter[str] = Counter({kind: 0 for kind in PLACEHOLDERS})
+        for report in self.reports:
+            for code, r in report["pivot_normalization"].items():
+                pivots.setdefault(code, []).append(r)
+            pii.update(report["pii"])
+        empty = Normalizer(self.language).report()
         stats = {
-            "normalization": self.normalizer.report(),
-            "pivot_normalization": {code: n.report() for code, n in self.pivot_normalizers.items()},
-            "pii": {kind: self.scrubber.counts[kind] for kind in PLACEHOLDERS},
+            "normalization": _merge_normalization(
+                [r["normalization"] for r in self.reports] or [empty], max_samples
+            ),
+            "pivot_normalization": {
+                code: _merge_normalization(rs, max_samples) for code, rs in pivots.items()
+            },
+            "pii": dict(pii),
         }
         if self.near_duplicates is not None:
             stats["near_duplicates"] = {
@@ -200,6 +268,9 @@ def _atomic_jsonl(path: Path) -> Iterator[IO[str]]:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f
+            # On disk before the rename: after a crash the name holds the whole file or nothing.
+            f.flush()
+            os.fsync(f.fileno())
         _umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -209,6 +280,138 @@ def _atomic_jsonl(path: Path) -> Iterator[IO[str]]:
 
 def _write_jsonl_line(f: IO[str], data: dict[str, Any]) -> None:
     f.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+ROW_GROUP_SIZE = 100_000
+"""Rows per parquet row group (fixed, so the same rows always give the same file)."""
+WORK_DIR = ".work"
+"""Under the corpus folder: one finished shard per source (the per-record steps' results)."""
+CRASH_ENV = "LANGKIT_TEST_CRASH_AFTER_SOURCE"
+"""Test hook: with ``N`` set, the build exits at once (``os._exit(137)``, like a SIGKILL) after the
+N-th source shard is written, to test that a re-run resumes and gives the same output."""
+
+
+def _file_stamp(path: str) -> list[int] | None:
+    # A changed input file must not reuse an old shard; size and mtime catch an edit without reading
+    # the whole file again (a Hub id or a missing path has no stamp).
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _shard_path(
+    work_dir: Path,
+    source: SourceConfig,
+    normalize: NormalizeConfig,
+    pii: PiiConfig,
+    filters: FilterConfig,
+    langid: LangIdConfig,
+) -> Path:
+    """The shard of one source's per-record steps, named by a hash of everything its content depends
+    on: the source config and files, the per-record step configs and langkit's version."""
+    key = {
+        "source": asdict(source),
+        "stamps": [_file_stamp(source.path), _file_stamp(source.pivot_path) if source.pivot_path else None],
+        "steps": [asdict(normalize), asdict(pii), asdict(filters), asdict(langid)],
+        "langkit": __version__,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in source_name(source))
+    return work_dir / f"{safe}-{digest}.jsonl"
+
+
+def _process_source(
+    source: SourceConfig,
+    shard: Path,
+    normalize: NormalizeConfig,
+    pii: PiiConfig,
+    filters: FilterConfig,
+    langid: LangIdConfig,
+) -> str:
+    """Run the per-record steps over one source into its shard (a JSON line per record, in read
+    order, then one with the steps' report); written atomically, so a shard that exists is whole."""
+    langid_filter = LangIdFilter(langid) if langid.enabled else None
+    steps = _SourceSteps(source.language, normalize, pii, filters, langid_filter)
+    name = source_name(source)
+    pivot_language = source.pivot_language if source.pivot_field or source.pivot_path else ""
+    record: Record
+    with _atomic_jsonl(shard) as f:
+        for record in progress(read_source(source), desc=f"corpus: {name}"):
+            if record.error:
+                _write_jsonl_line(f, {"line": record.line, "error": record.error, "raw": record.raw})
+                continue
+            # A paired source's row with an empty pivot still gives monolingual text.
+            text, pivot, tags, reason = steps.process(record.text, pivot_language, record.pivot_text)
+            _write_jsonl_line(
+                f, {"line": record.line, "text": text, "pivot": pivot, "tags": tags, "reason": reason}
+            )
+        _write_jsonl_line(f, {"report": steps.report()})
+    return str(shard)
+
+
+def _read_shard(shard: Path) -> Iterator[dict[str, Any]]:
+    with open(shard, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def _run_sources(
+    sources: list[SourceConfig],
+    shards: dict[str, Path],
+    normalize: NormalizeConfig,
+    pii: PiiConfig,
+    filters: FilterConfig,
+    langid: LangIdConfig,
+    workers: int,
+) -> None:
+    """Write the shards that are missing, ``workers`` sources at a time (0: one per core)."""
+    todo = [s for s in sources if not shards[source_name(s)].is_file()]
+    if len(todo) < len(sources):
+        log.info("reusing %d finished source shard(s) in %s", len(sources) - len(todo), WORK_DIR)
+    crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
+    done = 0
+
+    def finished(path: str) -> None:
+        nonlocal done
+        done += 1
+        log.info("source shard written: %s", Path(path).name)
+        if crash_after and done >= crash_after:
+            _flush_logs()
+            os._exit(137)
+
+    n = min(workers or os.cpu_count() or 1, len(todo))
+    if n <= 1:
+        for source in todo:
+            finished(_process_source(source, shards[source_name(source)], normalize, pii, filters, langid))
+        return
+    import multiprocessing
+
+    # spawn, not fork: a forked child would inherit the parent's threads' locks (tqdm, logging).
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_process_source, s, shards[source_name(s)], normalize, pii, filters, langid)
+            for s in todo
+        ]
+        # Results are collected in source order; the shards are what matters, not the order they end.
+        for future in futures:
+            finished(future.result())
+
+
+def _flush_logs() -> None:
+    # os._exit skips the interpreter's shutdown: flush what was logged so the test can see it.
+    for handler in logging.getLogger("langkit").handlers:
+        handler.flush()
+    sys.stderr.flush()
+
+
+def _clean_work_dir(work_dir: Path) -> None:
+    """After a full build, remove the shards (the outputs hold everything they did, and a large
+    corpus would otherwise be on disk twice) and the temporary files of any run that was killed."""
+    import shutil
+
+    shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def write_split(path: Path, examples: list[Example]) -> None:
@@ -224,9 +427,14 @@ def write_split(path: Path, examples: list[Example]) -> None:
     try:
         # An empty split is written with no row group at all: a zero-row group makes datasets'
         # parquet reader ask pyarrow for batches of size 0, which fails.
-        with pq.ParquetWriter(tmp, schema) as writer:
+        # Same rows, same bytes: fixed row-group size and options, no timestamp (parquet has none;
+        # the writer's version string is the only metadata, fixed by the pinned pyarrow).
+        with pq.ParquetWriter(tmp, schema, compression="snappy", write_statistics=True) as writer:
             if examples:
-                writer.write_table(pa.Table.from_pylist([e.row() for e in examples], schema=schema))
+                table = pa.Table.from_pylist([e.row() for e in examples], schema=schema)
+                writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         _umask_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
@@ -275,6 +483,8 @@ def build_corpus(
     filters: FilterConfig | None = None,
     langid: LangIdConfig | None = None,
     dedup: DedupConfig | None = None,
+    workers: int = 0,
+    only_source: str = "",
 ) -> dict[str, Any]:
     """Read ``sources`` (those whose language is in ``languages``), write into ``out_dir``:
     ``dataset/{train,dev,test}.parquet``, ``stats.json``, ``dropped.jsonl`` and ``quarantine.jsonl``,
@@ -282,7 +492,16 @@ def build_corpus(
     corpus meant for publication), non-commercial and no-redistribution sources are refused before
     anything is read, unless ``allow_restricted``. ``normalization``, ``pii``, ``filters``, ``langid``
     and ``dedup`` configure the per-record steps (their defaults when None). Returns the stats written
-    to ``stats.json``."""
+    to ``stats.json``.
+
+    The per-record steps of each source run first, ``workers`` sources at a time in a process pool
+    (0: one per core; 1: in this process), each writing a shard under ``out_dir/.work/`` named by a
+    hash of the source, its file's size and time, the step configs and langkit's version. A build killed
+    part-way and run again reuses the finished shards and redoes the rest, so it finishes with the
+    same output as an uninterrupted one; a build that finishes removes them. With ``only_source`` (a source name)
+    only that source's shard is written: one job per source on a scheduler, then one build without it
+    to merge. Every file is written under a temporary name and renamed into place.
+    Returns the stats written to ``stats.json``."""
     out_dir = Path(out_dir)
     selected: list[SourceConfig] = []
     for i, source in enumerate(sources):
@@ -316,11 +535,22 @@ def build_corpus(
         for i, path in enumerate(dedup.decontaminate_against):
             if not Path(path).is_file():
                 raise FileNotFoundError(f"corpus.dedup.decontaminate_against[{i}]: no such file: {path}")
-    langid_filter = LangIdFilter(langid) if langid.enabled else None
-    steps = {
-        language: _LanguageSteps(language, normalization, pii, filters, langid_filter, dedup)
-        for language in languages
-    }
+    work_dir = out_dir / WORK_DIR
+    shards = {source_name(s): _shard_path(work_dir, s, normalization, pii, filters, langid) for s in selected}
+    if only_source:
+        if only_source not in shards:
+            raise ValueError(f"--only-source {only_source}: no such source (have: {', '.join(shards)})")
+        selected = [s for s in selected if source_name(s) == only_source]
+    _run_sources(selected, shards, normalization, pii, filters, langid, workers)
+    if only_source:
+        log.info(
+            "source %s: shard %s written; run the build without --only-source to merge",
+            only_source,
+            shards[only_source],
+        )
+        return {"shard": str(shards[only_source])}
+
+    steps = {language: _LanguageSteps(language, dedup) for language in languages}
     kept: dict[str, list[Example]] = {language: [] for language in languages}
     seen: set[bytes] = set()
     source_stats: list[dict[str, Any]] = []
@@ -329,9 +559,10 @@ def build_corpus(
         _atomic_jsonl(out_dir / "quarantine.jsonl") as quarantine_file,
     ):
         for source in selected:
-            stats = _read_one(
-                source, kept[source.language], seen, dropped_file, quarantine_file, steps[source.language]
-            )
+            stats = _merge_one(
+                source, shards[source_name(source)], kept[source.language], seen, dropped_file, quarantine_file,
+                steps[source.language],
+            )  # fmt: skip
             source_stats.append(stats)
         # The held-out pairs are chosen first, then the train split is filtered against them (and the
         # other evaluation texts): dev and test keep their sizes, and dropped.jsonl is still open.
@@ -390,40 +621,44 @@ def build_corpus(
     }
     write_json(out_dir / "stats.json", result)
     write_dataset_card(out_dir, result)
+    _clean_work_dir(work_dir)
     log.info("corpus written to %s: %s", out_dir, ", ".join(f"{n} {len(split_examples[n])}" for n in SPLITS))
     return result
 
 
-def _read_one(
+def _merge_one(
     source: SourceConfig,
+    shard: Path,
     kept: list[Example],
     seen: set[bytes],
     dropped_file: IO[str],
     quarantine_file: IO[str],
     steps: _LanguageSteps,
 ) -> dict[str, Any]:
-    """Read one source into ``kept``, writing its dropped and quarantined records; return its counts."""
+    """Replay one source's shard into ``kept`` (dropping exact and near duplicates of records kept
+    before, in any source), writing its dropped and quarantined records; return its counts."""
     name = source_name(source)
     pivot_language = source.pivot_language if source.pivot_field or source.pivot_path else ""
     read = quarantined = 0
     kept_before = len(kept)
     dropped = Counter({reason: 0 for reason in DROP_REASONS})
-    record: Record
-    for record in progress(read_source(source), desc=f"corpus: {name}"):
-        read += 1
-        where = {"source": name, "file": source.path, "line": record.line}
-        if record.error:
-            quarantined += 1
-            _write_jsonl_line(quarantine_file, {**where, "reason": record.error, "raw": record.raw})
+    for item in _read_shard(shard):
+        if "report" in item:
+            steps.reports.append(item["report"])
             continue
-        # A paired source's row with an empty pivot still gives monolingual text.
-        text, pivot, tags, reason = steps.process(record.text, pivot_language, record.pivot_text)
+        read += 1
+        where = {"source": name, "file": source.path, "line": item["line"]}
+        if "error" in item:
+            quarantined += 1
+            _write_jsonl_line(quarantine_file, {**where, "reason": item["error"], "raw": item["raw"]})
+            continue
+        text, pivot, tags, reason = item["text"], item["pivot"], item["tags"], item["reason"]
         near: Match | None = None
         if not reason:
             key = _dedup_key(source.language, text, pivot)
             if key in seen:
                 reason = "duplicate"
-            elif near := steps.near_duplicate(f"{name}:{record.line}", text, pivot):
+            elif near := steps.near_duplicate(f"{name}:{item['line']}", text, pivot):
                 reason = "near_duplicate"
             else:
                 # Only kept records enter the seen-set: a duplicate is always of a record kept before.
@@ -437,7 +672,7 @@ def _read_one(
             continue
         kept.append(
             Example(
-                id=f"{name}:{record.line}",
+                id=f"{name}:{item['line']}",
                 language=source.language,
                 text=text,
                 pivot_language=pivot_language if pivot else "",
@@ -445,7 +680,7 @@ def _read_one(
                 source=name,
                 license=source.license,
                 file=source.path,
-                line=record.line,
+                line=item["line"],
                 normalization=tags,
             )
         )
