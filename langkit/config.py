@@ -452,6 +452,10 @@ class TrainConfig:
     """Pack whole examples into ``batch_size`` rows of up to ``max_length`` tokens (first fit, in data
     order), with position ids restarting per example and attention kept within each example (masks in
     ``langkit/attention.py``; works with both attention kernels). Padding efficiency is logged."""
+    merged_export: bool = False
+    """Also write ``train/merged/``, the base with the adapter merged in (``merge_and_unload``) plus the
+    tokenizer, ready for serving with vLLM, which does not serve LoRA on gpt-oss experts. It is a full
+    model: as large as the base in ``dtype`` (about 42 GB for gpt-oss-20b in bfloat16)."""
 
     def check(self, key: str) -> None:
         if self.attention not in {"eager", "langkit_sink"}:

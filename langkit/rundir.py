@@ -12,6 +12,7 @@ named here::
       tokenizer/stats.json        fertility before/after, per language
       train/adapter/              PEFT adapter (safetensors) + adapter_config.json
       train/checkpoints/step-N/   resumable checkpoints
+      train/merged/               optional (train.merged_export): base + adapter merged, and the tokenizer
       train/metadata.json         steps, tokens seen, wall time, losses
       eval/report.json, report.md, human_eval.csv, human_eval_key.csv
       release/                    adapter + tokenizer + README.md model card + manifest.json
@@ -74,6 +75,10 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.train / "checkpoints"
+
+    @property
+    def merged(self) -> Path:
+        return self.train / "merged"
 
     # eval
     @property

@@ -29,6 +29,8 @@ Outputs, under ``RUN/train/``::
                                    examples, efficiency (non-padding share of the step's token slots)
     metadata.json                  what was trained, on how much, how long, and an energy estimate
     loss.png                       the loss curve
+    merged/                        with ``train.merged_export``: the base with the adapter merged in and the
+                                   tokenizer (AutoModelForCausalLM.from_pretrained), for serving with vLLM
 """
 
 from __future__ import annotations
@@ -437,23 +439,54 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_adapter(model: Any, dest: Path, extra: dict[str, Any] | None = None) -> Path:
-    """Save the adapter (safetensors) into ``dest`` atomically: into a temp folder, then renamed.
-    ``extra`` objects are ``torch.save``d next to it under their key as file name."""
+def _temp_dir(dest: Path) -> Path:
+    """An empty hidden folder next to ``dest`` to write into before :func:`_replace_dir`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".tmp-{dest.name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    # The new-token rows live in the adapter (trainable tokens); the resized embedding matrices are rebuilt
-    # by resize_for_new_tokens on load, so never save the whole embeddings ("auto" would, at 2 x V x H).
-    model.save_pretrained(str(tmp), safe_serialization=True, save_embedding_layers=False)
-    for name, obj in (extra or {}).items():
-        torch.save(obj, tmp / name)
+    return tmp
+
+
+def _replace_dir(tmp: Path, dest: Path) -> Path:
+    """Put the finished folder ``tmp`` at ``dest`` by renames, so ``dest`` is never half written."""
     old = dest.parent / f".old-{dest.name}"
     if dest.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dest, old)
     os.replace(tmp, dest)
     shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def save_adapter(model: Any, dest: Path, extra: dict[str, Any] | None = None) -> Path:
+    """Save the adapter (safetensors) into ``dest`` atomically: into a temp folder, then renamed.
+    ``extra`` objects are ``torch.save``d next to it under their key as file name."""
+    tmp = _temp_dir(dest)
+    # The new-token rows live in the adapter (trainable tokens); the resized embedding matrices are rebuilt
+    # by resize_for_new_tokens on load, so never save the whole embeddings ("auto" would, at 2 x V x H).
+    model.save_pretrained(str(tmp), safe_serialization=True, save_embedding_layers=False)
+    for name, obj in (extra or {}).items():
+        torch.save(obj, tmp / name)
+    return _replace_dir(tmp, dest)
+
+
+def export_merged(run_dir: RunDir, cfg: RunConfig) -> Path:
+    """Write ``run_dir.merged``: the trained adapter merged into the (resized) base with
+    ``merge_and_unload`` and saved as a plain transformers model (safetensors), with the tokenizer next to
+    it, atomically (temp folder, then renamed). vLLM does not serve LoRA on gpt-oss's experts; this folder
+    it serves as any gpt-oss checkpoint. Returns the folder.
+
+    The weights are saved in ``train.dtype`` (a real checkpoint's MXFP4 experts stay dequantized: transformers
+    drops the quantization config when it dequantizes on load)."""
+    model, tokenizer = load_adapted_model(run_dir, cfg)
+    merged = model.merge_and_unload()
+    merged.config.use_cache = True  # training turned the cache off; serving wants it
+    dest = run_dir.merged
+    tmp = _temp_dir(dest)
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    tokenizer.save_pretrained(str(tmp))
+    _replace_dir(tmp, dest)
+    log.info("merged model (%d-token vocabulary) written to %s", merged.get_input_embeddings().weight.shape[0], dest)
     return dest
 
 
@@ -714,6 +747,9 @@ def run(cfg: RunConfig, run_dir: RunDir) -> Path:
         "device": str(device),
         "energy": energy_estimate(result.wall_time_s, device),
     })
+    if train.merged_export:
+        del model  # the export loads the model again from the saved adapter: one copy at a time
+        export_merged(run_dir, cfg)
     if result.losses:
         log.info("trained %d steps (%d tokens): loss %.4f -> %.4f; adapter in %s", result.steps,
                  result.tokens_seen, result.losses[0], result.losses[-1], run_dir.adapter)

@@ -240,6 +240,27 @@ def test_examples_mask_the_prompt(extended_tokenizer):
     assert (batch["input_ids"][0, short:] == tokenizer.pad_token_id).all()
 
 
+def test_merged_export_gives_the_adapted_models_logits(trained):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, cfg, adapted = trained["run_dir"], trained["cfg"], trained["model"]
+    out = train_mod.export_merged(run_dir, cfg)
+    assert out == run_dir.merged and not any(p.name.startswith(".") for p in run_dir.train.iterdir())
+    files = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files and "adapter_config.json" not in files
+    merged = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    assert merged.config.vocab_size == train_mod.tokenizer_size(tokenizer) == BASE_VOCAB_SIZE + len(trained["new_ids"])
+    assert merged.get_input_embeddings().weight.shape[0] == merged.get_output_embeddings().weight.shape[0] == merged.config.vocab_size
+    assert not any("lora" in name or "trainable_tokens" in name for name, _ in merged.named_parameters())
+    ids = torch.tensor([[200006, 0, 1000, *trained["new_ids"][:6], 199999, *trained["new_ids"][-3:]]])
+    with torch.no_grad():
+        expected = adapted(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+    assert got.shape == expected.shape == (1, ids.shape[1], merged.config.vocab_size)
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
 def test_resume_matches_uninterrupted_run(trained, extended_tokenizer, tmp_path, monkeypatch):
     _, _, folder = extended_tokenizer
     run_dir = _make_run_dir(tmp_path / "run", folder)
