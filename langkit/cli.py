@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     try:
         return _dispatch(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, OSError, ValueError) as err:  # bad input: a message, not a traceback
         print(f"langkit: error: {err}", file=sys.stderr)
         return 2
 

@@ -197,18 +197,35 @@ def load_base_tokenizer(name: str = "openai/gpt-oss-20b") -> Any:
     """The gpt-oss tokenizer, from the first place that has it:
 
     1. ``name`` is a local folder holding a tokenizer (a downloaded model, or an earlier langkit output);
-    2. ``name`` is a gpt-oss id (or ``o200k_harmony``): rebuilt offline from quicktok-v1 and cached. The
-       rebuild is tested id for id against a reference encoder, so there is nothing to gain from the
-       network, and a sovereign deployment never waits on it;
-    3. any other Hub id: the Hub (or its local cache), as transformers finds it.
+    2. ``name`` is a Hub id found in the local Hugging Face cache;
+    3. ``name`` is a Hub id and the Hub answers (skipped when ``HF_HUB_OFFLINE`` is set);
+    4. ``name`` is a gpt-oss id (or ``o200k_harmony``): rebuilt offline from quicktok-v1 and cached. The
+       rebuild is tested id for id against a reference encoder, so a sovereign deployment loses nothing.
     """
+    from huggingface_hub import constants
     from transformers import AutoTokenizer
 
     if Path(name).is_dir():
         return AutoTokenizer.from_pretrained(name)
-    if name == OFFLINE_NAME or name in GPT_OSS_HUB_IDS:
+    if name == OFFLINE_NAME:
         return AutoTokenizer.from_pretrained(str(offline_tokenizer_dir()))
-    return AutoTokenizer.from_pretrained(name)
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+            log.info("loaded tokenizer %s from the Hub", name)
+            return tokenizer
+        except (OSError, ValueError) as err:
+            if name not in GPT_OSS_HUB_IDS:
+                raise
+            log.info("%s: the Hub did not answer (%s); using the offline rebuild", name, type(err).__name__)
+    if name in GPT_OSS_HUB_IDS:
+        return AutoTokenizer.from_pretrained(str(offline_tokenizer_dir()))
+    raise OSError(f"tokenizer {name!r} is not a local folder, not in the Hugging Face cache, and the Hub is "
+                  "offline (HF_HUB_OFFLINE); langkit can rebuild only gpt-oss's own tokenizer offline")
 
 
 # --------------------------------------------------------------------------------------------------

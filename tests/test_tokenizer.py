@@ -272,3 +272,10 @@ def test_sentencepiece_mode_learns_merges_inside_its_pieces(base_tokenizer, tmp_
     # Every new token spells a run of text that one SentencePiece piece of some line covers.
     pieces = {seg for lang in texts for seg in sentencepiece_segments(texts[lang], vocab_size=64)}
     assert all(any(t.text in piece for piece in pieces) for t in new_tokens)
+
+
+def test_unknown_tokenizer_offline_is_a_clear_error(capsys):
+    # HF_HUB_OFFLINE=1 (conftest): only gpt-oss's own tokenizer can be rebuilt without the Hub.
+    assert main(["-q", "tokenizer", "stats", "--tokenizer", "someorg/no-such-model", "--text",
+                 f"wol_Latn:{__file__}"]) == 2
+    assert "HF_HUB_OFFLINE" in capsys.readouterr().err
