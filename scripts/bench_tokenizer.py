@@ -17,13 +17,16 @@ measures other files instead. Prints tables only; writes nothing but the two tok
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from langkit.config import TokenizerConfig
-from langkit.tokenizer import (
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a benchmark never needs the network (set before transformers loads)
+
+from langkit.config import TokenizerConfig  # noqa: E402
+from langkit.tokenizer import (  # noqa: E402
     extend_tokenizer,
     learn_options,
     load_base_tokenizer,
