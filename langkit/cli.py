@@ -143,14 +143,7 @@ def _tokenizer_stats(args: argparse.Namespace) -> None:
 
 def _tokenizer_extend(args: argparse.Namespace) -> None:
     from langkit.config import TokenizerConfig
-    from langkit.tokenizer import (
-        extend_tokenizer,
-        learn_options,
-        load_base_tokenizer,
-        normalize_lines,
-        parse_text_args,
-        read_lines,
-    )
+    from langkit.tokenizer import extend_with_config, load_base_tokenizer, parse_text_args, read_lines
 
     config = TokenizerConfig(base=args.base, budget=args.budget, pivot_guard=not args.no_pivot_guard,
                              normalize=not args.no_normalize)
@@ -166,12 +159,8 @@ def _tokenizer_extend(args: argparse.Namespace) -> None:
     config.check("tokenizer")
     texts: dict[str, list[str]] = {}
     for language, path in parse_text_args(args.text):
-        lines = read_lines(path)
-        texts.setdefault(language, []).extend(normalize_lines(lines, language) if config.normalize else lines)
-    base = load_base_tokenizer(args.base)
-    tokenizer, new_tokens = extend_tokenizer(
-        base, texts, config.budget, args.out, config.min_frequency, **learn_options(config, base)
-    )
+        texts.setdefault(language, []).extend(read_lines(path))
+    tokenizer, new_tokens = extend_with_config(load_base_tokenizer(args.base), texts, config, args.out)
     print(f"wrote {args.out}: {len(tokenizer)} ids ({len(new_tokens)} new; list in {Path(args.out) / 'new_tokens.json'})")
 
 

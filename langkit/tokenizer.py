@@ -713,11 +713,20 @@ def learn_merges(
     return new_tokens, data
 
 
-def learn_options(config: Any, tokenizer: Any) -> dict[str, Any]:
-    """:func:`learn_merges` options from a :class:`langkit.config.TokenizerConfig`."""
+def extend_with_config(
+    tokenizer: Any, texts: Mapping[str, Sequence[str]], config: Any, out_dir: str | Path, normalize_config: Any = None
+) -> tuple[Any, list[NewToken]]:
+    """Extend ``tokenizer`` as a :class:`langkit.config.TokenizerConfig` says: the text normalized by each
+    language's rules (``normalize_config``: the corpus stage's, or the defaults), the pivot guard, the
+    budget shared by ``balance``. One path for the pipeline stage, ``langkit tokenizer extend`` and the
+    benchmark, so they all learn the same tokens from the same text."""
+    if config.normalize:
+        texts = {lang: normalize_lines(lines, lang, normalize_config) for lang, lines in texts.items()}
     guard = PivotGuard.build(tokenizer, top_n=config.pivot_guard_words) if config.pivot_guard else None
-    return {"balance": config.balance, "language_budgets": dict(config.language_budgets), "guard": guard,
-            "words_only": config.words_only, "mode": config.mode}
+    return extend_tokenizer(
+        tokenizer, texts, config.budget, out_dir, config.min_frequency, balance=config.balance,
+        language_budgets=dict(config.language_budgets), guard=guard, words_only=config.words_only, mode=config.mode,
+    )
 
 
 def extend_tokenizer(
@@ -782,16 +791,12 @@ def run(cfg: Any, run_dir: Any) -> Path:
     train_split = run_dir.require(run_dir.split("train"), "corpus")
     test_split = run_dir.require(run_dir.split("test"), "corpus")
     normalize_config = cfg.corpus.normalize if cfg.tokenizer.normalize else None
-    texts = {lang: normalize_lines(lines, lang, normalize_config) if normalize_config else lines
-             for lang, lines in _texts_by_language(train_split, "text", "language").items()
+    texts = {lang: lines for lang, lines in _texts_by_language(train_split, "text", "language").items()
              if lang in cfg.languages}
     if not texts:
         raise ValueError(f"{train_split} holds no text in {', '.join(cfg.languages)}")
     base = load_base_tokenizer(cfg.tokenizer.base)
-    extended, new_tokens = extend_tokenizer(
-        base, texts, cfg.tokenizer.budget, run_dir.tokenizer, cfg.tokenizer.min_frequency,
-        **learn_options(cfg.tokenizer, base),
-    )
+    extended, new_tokens = extend_with_config(base, texts, cfg.tokenizer, run_dir.tokenizer, normalize_config)
     measured = _texts_by_language(test_split, "text", "language")
     for lang, lines in _texts_by_language(test_split, "pivot_text", "pivot_language").items():
         measured.setdefault(lang, []).extend(lines)

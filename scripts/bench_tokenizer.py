@@ -17,6 +17,7 @@ measures other files instead. Prints tables only; writes nothing but the two tok
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 import time
@@ -27,8 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a benchmark never needs the netw
 
 from langkit.config import TokenizerConfig  # noqa: E402
 from langkit.tokenizer import (  # noqa: E402
-    extend_tokenizer,
-    learn_options,
+    extend_with_config,
     load_base_tokenizer,
     normalize_lines,
     parse_text_args,
@@ -89,20 +89,20 @@ def main() -> None:
     base = load_base_tokenizer(args.base)
     out = Path(tempfile.mkdtemp(prefix="bench_tokenizer."))
 
+    # plain: pooled continued BPE on the text as it is, with gpt-oss-style defaults and nothing of langkit's.
+    plain_config = TokenizerConfig(budget=args.budget, min_frequency=2, balance="none", pivot_guard=False,
+                                   words_only=False, normalize=False)
     start = time.perf_counter()
-    plain, _ = extend_tokenizer(base, train, args.budget, out / "plain", 2, balance="none", words_only=False)
+    plain, _ = extend_with_config(base, train, plain_config, out / "plain")
     plain_s = time.perf_counter() - start
 
     config = TokenizerConfig(budget=args.budget, balance=args.balance)
     start = time.perf_counter()
-    normalized_train = {lang: normalize_lines(lines, lang) for lang, lines in train.items()}
-    ours, new_tokens = extend_tokenizer(base, normalized_train, args.budget, out / "langkit", config.min_frequency,
-                                        **learn_options(config, base))
+    ours, new_tokens = extend_with_config(base, train, config, out / "langkit")
     ours_s = time.perf_counter() - start
     start = time.perf_counter()
-    sp_options = {**learn_options(config, base), "mode": "sentencepiece"} if args.sentencepiece else None
-    sp = extend_tokenizer(base, normalized_train, args.budget, out / "sentencepiece", config.min_frequency,
-                          **sp_options)[0] if sp_options else None
+    sp = (extend_with_config(base, train, dataclasses.replace(config, mode="sentencepiece"), out / "sentencepiece")[0]
+          if args.sentencepiece else None)
     sp_s = time.perf_counter() - start
 
     print(f"\nbudget {args.budget} new tokens; trained on {sum(map(len, train.values()))} lines; "
