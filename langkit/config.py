@@ -413,10 +413,21 @@ class TrainConfig:
     """LoRA scaling numerator: the update is scaled by lora_alpha / lora_r."""
     lora_experts: bool = True
     """Also put LoRA on the mixture-of-experts weights (gate_up_proj, down_proj)."""
+    lora_expert_r: int | None = None
+    """LoRA rank of each expert's pair on gate_up_proj and down_proj (PEFT ``rank_pattern``); None means
+    ``lora_r``. Every expert gets its own pair, so at equal rank the experts hold E times (32 in gpt-oss-20b,
+    128 in 120b) the LoRA parameters of the attention projections of a layer; a smaller rank here keeps
+    their budget comparable."""
+    lora_expert_alpha: float | None = None
+    """LoRA alpha of the expert pairs (PEFT ``alpha_pattern``); None means the attention's ratio:
+    ``lora_alpha / lora_r x lora_expert_r``, so both updates are scaled alike."""
     train_new_embeddings: bool = True
     """Train the rows of the new tokens in the input embeddings and lm_head."""
     learning_rate: float = 2e-4
     """Peak learning rate of AdamW (linear warm-up, then linear decay to 0)."""
+    embedding_learning_rate: float | None = None
+    """Peak learning rate of the new tokens' rows in the input embeddings and lm_head (their own AdamW
+    parameter group, same schedule); None means ``learning_rate``."""
     warmup_steps: int = 0
     """Optimizer steps of linear warm-up."""
     weight_decay: float = 0.0
@@ -424,7 +435,12 @@ class TrainConfig:
     max_steps: int = 20
     """Optimizer steps to train for."""
     batch_size: int = 4
-    """Examples per optimizer step; with ``packing``, rows per step, each packed with whole examples."""
+    """Examples per optimizer step **per process**; with ``packing``, rows per step per process, each packed
+    with whole examples. The global batch of a step is ``batch_size x processes`` (``accelerate launch
+    --num_processes N`` or ``torchrun --nproc_per_node N``, times the machines): every process takes its
+    slice of the same global step, and the loss is the mean over all its labelled tokens, so 2 processes at
+    batch_size 2 train like 1 process at batch_size 4. Change ``batch_size`` with the number of processes to
+    keep the global batch (and the meaning of ``learning_rate``) the same."""
     max_length: int = 256
     """Longest example in tokens; longer examples are truncated."""
     monolingual: bool = True
@@ -452,6 +468,13 @@ class TrainConfig:
     """Pack whole examples into ``batch_size`` rows of up to ``max_length`` tokens (first fit, in data
     order), with position ids restarting per example and attention kept within each example (masks in
     ``langkit/attention.py``; works with both attention kernels). Padding efficiency is logged."""
+    mix: dict[str, float] = field(default_factory=dict)
+    """Proportions of the two kinds of example in the stream, e.g. ``{monolingual: 0.3, translation: 0.7}``
+    (normalised to sum 1): ``monolingual`` is continued pre-training on plain text (loss on every token,
+    needs ``monolingual: true``), ``translation`` the harmony-format pairs (loss on the final answer only).
+    Each kind is shuffled on its own and the next example comes from the kind furthest behind its share,
+    so every prefix of the stream follows the weights to within one example. Empty: both kinds in one
+    shuffle, in the proportions the corpus gives."""
     merged_export: bool = False
     """Also write ``train/merged/``, the base with the adapter merged in (``merge_and_unload``) plus the
     tokenizer, ready for serving with vLLM, which does not serve LoRA on gpt-oss experts. It is a full
@@ -473,6 +496,23 @@ class TrainConfig:
                 raise ConfigError(f"{key}.{name} must be > 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ConfigError(f"{key}.learning_rate must be > 0, got {self.learning_rate}")
+        if self.embedding_learning_rate is not None and self.embedding_learning_rate <= 0:
+            raise ConfigError(f"{key}.embedding_learning_rate must be > 0 (or null), got {self.embedding_learning_rate}")
+        if self.lora_expert_r is not None and self.lora_expert_r <= 0:
+            raise ConfigError(f"{key}.lora_expert_r must be > 0 (or null), got {self.lora_expert_r}")
+        if self.lora_expert_alpha is not None and self.lora_expert_alpha <= 0:
+            raise ConfigError(f"{key}.lora_expert_alpha must be > 0 (or null), got {self.lora_expert_alpha}")
+        if (self.lora_expert_r is not None or self.lora_expert_alpha is not None) and not self.lora_experts:
+            raise ConfigError(f"{key}.lora_expert_r/lora_expert_alpha need {key}.lora_experts: true")
+        for kind, weight in self.mix.items():
+            if kind not in ("monolingual", "translation"):
+                raise ConfigError(f"{key}.mix.{kind}: unknown kind; kinds are monolingual and translation")
+            if weight < 0:
+                raise ConfigError(f"{key}.mix.{kind} must be >= 0, got {weight}")
+        if self.mix and sum(self.mix.values()) <= 0:
+            raise ConfigError(f"{key}.mix: at least one weight must be > 0")
+        if self.mix.get("monolingual", 0) > 0 and not self.monolingual:
+            raise ConfigError(f"{key}.mix.monolingual > 0 needs {key}.monolingual: true")
 
 
 @dataclass

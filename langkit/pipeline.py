@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -39,12 +40,24 @@ def prepare_run_dir(cfg: RunConfig, out: str | Path) -> RunDir:
     """Create the run directory and write the resolved config into it."""
     run_dir = RunDir(Path(out))
     run_dir.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir.config)
+    if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch / torchrun, one process writes
+        save_config(cfg, run_dir.config)
     return run_dir
+
+
+def _check_processes(stages: Sequence[str]) -> None:
+    """Under ``accelerate launch`` / ``torchrun`` (several processes) only the train stage knows how to share
+    the work; every other stage would run once per process into the same folder."""
+    others = [s for s in stages if s != "train"]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and others:
+        raise ValueError(f"stage(s) {', '.join(others)} cannot run under several processes (WORLD_SIZE="
+                         f"{os.environ['WORLD_SIZE']}): launch only the train stage (langkit train, or langkit run "
+                         "--stages train) and run the others in one process")
 
 
 def run_stage(stage: str, cfg: RunConfig, out: str | Path) -> Path:
     """One stage into the run directory ``out`` (earlier stages' outputs must already be there)."""
+    _check_processes([stage])
     run_dir = prepare_run_dir(cfg, out)
     start = time.perf_counter()
     log.info("stage %s -> %s", stage, run_dir.root)
@@ -55,6 +68,7 @@ def run_stage(stage: str, cfg: RunConfig, out: str | Path) -> Path:
 
 def run_pipeline(cfg: RunConfig, out: str | Path, stages: Sequence[str] = tuple(STAGE_MODULES)) -> RunDir:
     """Run ``stages`` (all five by default) in order into ``out``; write ``timings.json`` at the end."""
+    _check_processes(stages)
     run_dir = prepare_run_dir(cfg, out)
     timings = {}
     for stage in stages:

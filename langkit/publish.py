@@ -348,6 +348,18 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def _energy_line(energy: Any) -> str:
+    """The training energy, saying whether it was measured (NVML, RAPL) or estimated (train/metadata.json)."""
+    if not isinstance(energy, dict) or energy.get("kwh") is None:
+        return "- Training energy: not recorded"
+    method = str(energy.get("method", ""))
+    how = {"measured-nvml": "measured with the GPUs' NVML energy counters",
+           "measured-rapl": "measured with the CPUs' RAPL energy counters"}.get(method)
+    if how is None:
+        how = f"estimated, not measured: {energy.get('note') or method}"
+    return f"- Training energy: {float(energy['kwh']):.6g} kWh ({how})"
+
+
 def _card_body(cfg: RunConfig, facts: _RunFacts, base: str, languages: list[str], repo_id: str) -> str:
     tiny = _is_tiny(cfg, base)
     meta = facts.train_meta
@@ -401,6 +413,7 @@ def _card_body(cfg: RunConfig, facts: _RunFacts, base: str, languages: list[str]
         f"batch size {meta.get('batch_size', cfg.train.batch_size)}, "
         f"examples up to {meta.get('max_length', cfg.train.max_length)} tokens, "
         f"dtype {meta.get('dtype', cfg.train.dtype)}",
+        _energy_line(meta.get("energy")),
         f"- The full configuration is in `{CONFIG_NAME}`.",
         "",
     ]

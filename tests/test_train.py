@@ -190,7 +190,8 @@ def test_outputs_and_reload_give_same_logits(trained):
     assert meta["tokens_seen"] == sum(r["tokens"] for r in _read_log(run_dir))
     assert meta["final_loss"] < meta["first_loss"]
     assert 0 < meta["trainable_parameters"] < meta["total_parameters"]
-    assert meta["energy"]["method"].startswith("estimated") and meta["energy"]["kwh"] >= 0
+    # Estimated here; measured where the CPUs' RAPL counters are readable (langkit/train/energy.py).
+    assert meta["energy"]["method"] in {"estimated-tdp", "measured-rapl"} and meta["energy"]["kwh"] >= 0
     try:
         import matplotlib  # noqa: F401
 

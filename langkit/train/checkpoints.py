@@ -1,0 +1,132 @@
+"""Checkpoints of the train stage: the adapter and the trainer state, written atomically, keep-last-N.
+
+A checkpoint is a folder ``checkpoints/step-NNNNNN/`` holding the adapter (safetensors, as
+``PeftModel.save_pretrained`` writes it) and ``trainer_state.pt`` (optimizer, scheduler, RNG states, the data
+stream's position, counters). It is written under a hidden temporary name and renamed into place, so a
+folder under its final name is always whole; a crashed run leaves at most a hidden folder, removed on the
+next start. Only the main process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_PREFIX = "step-"
+TRAINER_STATE = "trainer_state.pt"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def rng_state() -> dict[str, Any]:
+    np_state: tuple[Any, ...] = tuple(np.random.get_state(legacy=True))
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        # Plain lists: torch.load(weights_only=True) refuses numpy arrays.
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def temp_dir(dest: Path) -> Path:
+    """An empty hidden folder next to ``dest`` to write into before :func:`replace_dir`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{dest.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def replace_dir(tmp: Path, dest: Path) -> Path:
+    """Put the finished folder ``tmp`` at ``dest`` by renames, so ``dest`` is never half written."""
+    old = dest.parent / f".old-{dest.name}"
+    if dest.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def save_adapter(model: Any, dest: Path, extra: dict[str, Any] | None = None,
+                 state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save the adapter (safetensors) into ``dest`` atomically: into a temp folder, then renamed.
+    ``extra`` objects are ``torch.save``d next to it under their key as file name. ``state_dict``: the
+    trainable tensors gathered from sharded training (FSDP, ZeRO-3), under the PeftModel's names; without
+    it, the model's own tensors are saved."""
+    tmp = temp_dir(dest)
+    # The new-token rows live in the adapter (trainable tokens); the resized embedding matrices are rebuilt
+    # by resize_for_new_tokens on load, so never save the whole embeddings ("auto" would, at 2 x V x H).
+    kwargs: dict[str, Any] = {"state_dict": state_dict} if state_dict is not None else {}
+    model.save_pretrained(str(tmp), safe_serialization=True, save_embedding_layers=False, **kwargs)
+    for name, obj in (extra or {}).items():
+        torch.save(obj, tmp / name)
+    return replace_dir(tmp, dest)
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``folder`` as (step, path), oldest first."""
+    found = []
+    for path in folder.glob(f"{CHECKPOINT_PREFIX}*") if folder.is_dir() else []:
+        suffix = path.name[len(CHECKPOINT_PREFIX):]
+        if suffix.isdigit() and (path / TRAINER_STATE).is_file() and (path / ADAPTER_WEIGHTS).is_file():
+            found.append((int(suffix), path))
+    return sorted(found)
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    for _, path in list_checkpoints(folder)[:-keep]:
+        shutil.rmtree(path)
+
+
+def load_checkpoint(model: Any, path: Path) -> dict[str, Any]:
+    """Load the adapter of checkpoint ``path`` into ``model`` (a PeftModel, not yet wrapped for distributed
+    training) and return its trainer state."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    device = next(p.device for p in model.parameters() if p.requires_grad)
+    try:
+        result: Any = set_peft_model_state_dict(model, load_file(str(path / ADAPTER_WEIGHTS), device=str(device)))
+    except RuntimeError as err:  # shape mismatch: another lora_r, another vocabulary
+        raise ValueError(f"{path} does not fit this model ({err}); set train.resume=false to start over") from None
+    missing = [k for k in result.missing_keys if "lora_" in k or "trainable_tokens" in k]
+    if result.unexpected_keys or missing:
+        raise ValueError(
+            f"{path} does not match this model (unexpected keys {result.unexpected_keys[:3]}, missing {missing[:3]});"
+            " set train.resume=false to start over"
+        )
+    state: dict[str, Any] = torch.load(path / TRAINER_STATE, map_location="cpu", weights_only=True)
+    return state
+
+
+def read_log(path: Path, up_to: int) -> list[dict[str, Any]]:
+    """The rows of ``train_log.jsonl`` up to step ``up_to``."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    return [r for r in rows if r["step"] <= up_to]
