@@ -373,7 +373,15 @@ class TokenizerConfig:
     """Refuse merges that would change how English or French words tokenize (checked against the
     most frequent words of each pivot, from the wordfreq package)."""
     pivot_guard_words: int = 50_000
-    """How many of each pivot language's most frequent words the guard protects."""
+    """How many of each pivot language's most frequent words the guard reads from the frequency lists."""
+    pivot_guard_tolerance: float = 1e-6
+    """Protect a token pair or word of the pivots only when the listed words holding it make up more than
+    this share of running text (1e-6: once in a million words). 0 protects every listed word; the rare
+    tail of the lists is mostly names and borrowings that the target languages share."""
+    whole_words: bool = True
+    """Also consider giving a word its own token in one step (a merge of two existing tokens that spell
+    it; gpt-oss's BPE looks whole words up before merging), when that saves more tokens than the best
+    pair merge: a rare long word then costs one new id instead of a chain of merges."""
     words_only: bool = True
     """Learn merges inside words only, never inside numbers, punctuation or whitespace runs."""
     normalize: bool = True
@@ -385,6 +393,8 @@ class TokenizerConfig:
     def check(self, key: str) -> None:
         if self.budget < 0:
             raise ConfigError(f"{key}.budget must be >= 0, got {self.budget}")
+        if self.pivot_guard_tolerance < 0:
+            raise ConfigError(f"{key}.pivot_guard_tolerance must be >= 0, got {self.pivot_guard_tolerance}")
         if self.min_frequency < 1:
             raise ConfigError(f"{key}.min_frequency must be >= 1, got {self.min_frequency}")
         if self.mode not in {"bpe", "sentencepiece"}:

@@ -404,20 +404,40 @@ class _PairIndex:
     Counts are kept per language, so that each language can ask for its own most frequent pair (the
     balanced budget) while a merge, once chosen, applies to every language's words. ``occurrences``
     counts each new token in the current segmentation, to avoid merges that would swallow every
-    occurrence of an earlier new token (such a token would never be produced).
+    occurrence of an earlier new token (such a token would never be produced). ``strings`` are the
+    words as the tokenizer's vocabulary spells them: gpt-oss's BPE looks a whole word up in the
+    vocabulary before merging (``ignore_merges``), so a word equal to a new token becomes that token
+    whatever its merges, and the index does the same.
     """
 
-    def __init__(self, words: list[list[int]], languages: list[int], counts: list[int], n_languages: int) -> None:
+    def __init__(self, words: list[list[int]], languages: list[int], counts: list[int], n_languages: int,
+                 strings: list[str], spelling: Mapping[int, str]) -> None:
         self.words, self.languages, self.counts = words, languages, counts
+        self.spelling = spelling  # token id -> its text in the vocabulary, new tokens included as they come
         self.raw: list[dict[tuple[int, int], int]] = [defaultdict(int) for _ in range(n_languages)]
         self.total: dict[tuple[int, int], int] = defaultdict(int)
         self.where: dict[tuple[int, int], set[int]] = defaultdict(set)
         self.occurrences: dict[int, int] = defaultdict(int)
+        self.strings = strings
+        self.by_string: dict[str, list[int]] = defaultdict(list)
+        for w, string in enumerate(self.strings):
+            self.by_string[string].append(w)
         for w, word in enumerate(words):
             self._add(w, word, +1)
         self.heaps = [[(-n, p) for p, n in raw.items()] for raw in self.raw]
         for heap in self.heaps:
             heapq.heapify(heap)
+        # Whole-word candidates per language, by the tokens a single token for the word would save.
+        self.word_heaps: list[list[tuple[int, int]]] = [[] for _ in range(n_languages)]
+        for w in range(len(words)):
+            self._push_word(w)
+
+    def _saving(self, w: int) -> int:
+        return self.counts[w] * (len(self.words[w]) - 1)
+
+    def _push_word(self, w: int) -> None:
+        if len(self.words[w]) > 1:
+            heapq.heappush(self.word_heaps[self.languages[w]], (-self._saving(w), w))
 
     def _add(self, w: int, word: list[int], sign: int) -> set[tuple[int, int]]:
         raw, count = self.raw[self.languages[w]], self.counts[w]
@@ -431,7 +451,8 @@ class _PairIndex:
         return touched
 
     def best(self, language: int, min_frequency: int, allowed: Callable[[tuple[int, int]], bool]) -> tuple[int, int] | None:
-        """The most frequent pair of ``language`` that may be merged, or None when none is left."""
+        """The most frequent pair of ``language`` that may be merged, or None when none is left. The pair
+        is taken off the heap: :meth:`put_back` returns a pair that was not merged after all."""
         heap, raw = self.heaps[language], self.raw[language]
         while heap:
             neg, pair = heapq.heappop(heap)
@@ -440,37 +461,54 @@ class _PairIndex:
             if -neg < min_frequency:
                 heap.clear()  # the heap is ordered: nothing frequent enough is left
                 return None
-            if not allowed(pair) or self._would_swallow(pair):
+            if not allowed(pair) or self.would_swallow(pair, self.spelling[pair[0]] + self.spelling[pair[1]]):
                 continue
             return pair
         return None
 
-    def _would_swallow(self, pair: tuple[int, int]) -> bool:
-        """True when merging ``pair`` would consume every occurrence of a new token in it."""
-        return any(t in self.occurrences and self.occurrences[t] <= self.total[pair] for t in set(pair))
+    def put_back(self, language: int, pair: tuple[int, int]) -> None:
+        heapq.heappush(self.heaps[language], (-self.raw[language][pair], pair))
 
-    def merge(self, pair: tuple[int, int], new_id: int) -> int:
-        """Replace ``pair`` by ``new_id`` in every word holding it (left to right, as BPE does)."""
-        applied = 0
-        touched: set[tuple[int, int]] = set()
-        for w in sorted(self.where.pop(pair, ())):
+    def best_word(self, language: int, min_frequency: int, usable: Callable[[int], bool]) -> int | None:
+        """The word of ``language`` whose own token would save the most tokens and that ``usable``
+        accepts (it finds a merge that spells it), or None. Taken off the heap like :meth:`best`."""
+        heap = self.word_heaps[language]
+        while heap:
+            neg, w = heapq.heappop(heap)
+            if self._saving(w) != -neg:
+                continue  # stale: re-pushed when its segmentation changed
+            if self.counts[w] < min_frequency:
+                continue
+            if not usable(w):
+                continue
+            return w
+        return None
+
+    def put_back_word(self, w: int) -> None:
+        self._push_word(w)
+
+    def would_swallow(self, pair: tuple[int, int], string: str) -> bool:
+        """True when a step could consume every occurrence of a new token (which would then never be
+        produced): merging ``pair`` everywhere, then the whole-word lookup of the words spelled ``string``.
+        Overlapping pairs (``aaa``) are counted as if all merged: the check errs on the side of refusing."""
+        merged_elsewhere = self.total.get(pair, 0)
+        used: dict[int, int] = defaultdict(int)
+        for w in self.by_string.get(string, ()):
             word = self.words[w]
-            touched |= self._add(w, word, -1)
-            merged, i = [], 0
-            while i < len(word):
-                if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
-                    merged.append(new_id)
-                    applied += self.counts[w]
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
-            self.words[w] = merged
-            touched |= self._add(w, merged, +1)
+            for t in word:  # the word becomes one token: all of its tokens go
+                used[t] += self.counts[w]
+            merged_elsewhere -= self.counts[w] * sum(p == pair for p in zip(word, word[1:], strict=False))
         for t in pair:
-            if t in self.occurrences:
-                self.occurrences[t] -= applied
-        self.occurrences[new_id] = applied
+            used[t] += merged_elsewhere
+        return any(t in self.occurrences and self.occurrences[t] <= n for t, n in used.items())
+
+    def _resegment(self, w: int, merged: list[int], touched: set[tuple[int, int]]) -> None:
+        touched |= self._add(w, self.words[w], -1)
+        self.words[w] = merged
+        touched |= self._add(w, merged, +1)
+        self._push_word(w)
+
+    def _refresh(self, touched: set[tuple[int, int]]) -> None:
         for p in touched:
             if self.total.get(p, 0) <= 0:
                 self.total.pop(p, None)
@@ -481,6 +519,38 @@ class _PairIndex:
                         del raw[p]
                     else:
                         heapq.heappush(self.heaps[language], (-raw[p], p))
+
+    def merge(self, pair: tuple[int, int], new_id: int, string: str = "") -> int:
+        """Replace ``pair`` by ``new_id`` in every word holding it (left to right, as BPE does), then
+        every word spelled ``string`` (the new token's text) by ``new_id`` alone. Returns how many
+        tokens that saves."""
+        applied = 0
+        touched: set[tuple[int, int]] = set()
+        for w in sorted(self.where.pop(pair, ())):
+            word = self.words[w]
+            merged, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+                    merged.append(new_id)
+                    applied += self.counts[w]
+                    for t in pair:
+                        if t in self.occurrences:
+                            self.occurrences[t] -= self.counts[w]
+                    i += 2
+                else:
+                    merged.append(word[i])
+                    i += 1
+            self._resegment(w, merged, touched)
+        self.occurrences[new_id] += applied
+        for w in self.by_string.get(string, ()):
+            if self.words[w] != [new_id]:
+                applied += self._saving(w)
+                for t in self.words[w]:
+                    if t in self.occurrences:
+                        self.occurrences[t] -= self.counts[w]
+                self.occurrences[new_id] += self.counts[w]
+                self._resegment(w, [new_id], touched)
+        self._refresh(touched)
         return applied
 
 
@@ -490,44 +560,109 @@ def _backend_json(tokenizer: Any) -> dict[str, Any]:
 
 @dataclass
 class PivotGuard:
-    """What the extension must not touch so that English and French tokenize exactly as before:
-    every adjacent token pair inside the base tokenization of a frequent pivot word (a merge of such a
-    pair would re-segment the word), and the words themselves (a new token spelling a whole pivot word
-    would be taken for it directly, since gpt-oss's BPE looks whole words up before merging)."""
+    """What the extension must not touch so that English and French tokenize as before: adjacent token
+    pairs inside the base tokenization of pivot words (a merge of such a pair would re-segment the
+    word), and the words themselves (a new token spelling a whole pivot word would be taken for it
+    directly, since gpt-oss's BPE looks whole words up before merging).
+
+    Built from frequency lists, the guard weighs each pair and word by how much running pivot text it
+    touches (the summed frequency of the pivot words holding it) and protects those above a
+    ``tolerance``: the long tail of the lists holds names and borrowings that also live in the target
+    languages (and any word at all is in it somewhere), and protecting all of them costs far more
+    target-language tokens than the pivot text they stand for."""
 
     pairs: set[tuple[int, int]]
     words: set[str]
 
-    @classmethod
-    def from_words(cls, tokenizer: Any, words: Iterable[str]) -> PivotGuard:
-        """Protect ``words`` as they appear in running text: lower-case, capitalised and upper-case,
-        at the start of a line and after a space."""
-        backend = tokenizer.backend_tokenizer
-        pairs: set[tuple[int, int]] = set()
-        pieces: set[str] = set()
-        for word in words:
-            for form in {word, word.capitalize(), word.upper()}:
-                for text in (form, " " + form):
-                    for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text):
-                        if piece in pieces:
-                            continue
-                        pieces.add(piece)
-                        ids = [t.id for t in backend.model.tokenize(piece)]
-                        pairs.update(zip(ids, ids[1:], strict=False))
-        return cls(pairs, pieces)
+    # How a listed word appears in running text: after a space or at the start of a line, in lower case,
+    # capitalised (sentence starts, and names: the lists spell them in lower case) and in capitals; and
+    # for a word starting with a vowel or h, after an elided French article or pronoun (l'école gives the
+    # piece "'école"). Each form counts with the word's whole frequency: a safe overestimate.
+    FORMS = (" {w}", "{w}", " {c}", "{c}", " {u}", "{u}")
+    ELIDED = "'{w}"
 
     @classmethod
-    def build(cls, tokenizer: Any, languages: Sequence[str] = ("eng_Latn", "fra_Latn"), top_n: int = 50_000) -> PivotGuard:
-        """Protect the ``top_n`` most frequent words of each pivot language, from the frequency lists
-        that the wordfreq package carries (read offline; nothing of them is copied into langkit)."""
+    def weigh(cls, tokenizer: Any, frequencies: Mapping[str, float], floor: float = 0.0
+              ) -> tuple[dict[tuple[int, int], float], dict[str, float]]:
+        """For each token pair inside a word form and each pre-tokenized piece of one, the summed share of
+        running text of the words in ``frequencies`` ({word: share}) whose forms hold it. Words rarer than
+        ``floor`` are left out (they cannot add up to much, and skipping them is faster)."""
+        backend = tokenizer.backend_tokenizer
+        forms: dict[str, float] = defaultdict(float)
+        for word, frequency in frequencies.items():
+            if frequency < floor:
+                continue
+            cases = {"w": word, "c": word.capitalize(), "u": word.upper()}
+            templates = cls.FORMS + ((cls.ELIDED,) if word[:1] in "aeiouhâàéèêîôûœ" else ())
+            for text in {template.format(**cases) for template in templates}:
+                forms[text] += frequency
+        pair_weight: dict[tuple[int, int], float] = defaultdict(float)
+        word_weight: dict[str, float] = defaultdict(float)
+        texts = list(forms)
+        # One batched call (the tokenizer's own threads); pieces are told apart by their word index.
+        for encoding, weight in zip(backend.encode_batch(texts, add_special_tokens=False), forms.values(), strict=True):
+            ids = encoding.ids
+            if len(ids) == 1:
+                continue  # a base token already: nothing to merge, and no new token can spell it
+            piece_tokens: dict[int, list[int]] = defaultdict(list)
+            for position, index in enumerate(encoding.word_ids):
+                piece_tokens[-1 if index is None else index].append(position)
+            for positions in piece_tokens.values():
+                word_weight["".join(encoding.tokens[i] for i in positions)] += weight
+                for pair in {(ids[i], ids[j]) for i, j in zip(positions, positions[1:], strict=False)}:
+                    pair_weight[pair] += weight
+        return pair_weight, word_weight
+
+    @classmethod
+    def from_words(cls, tokenizer: Any, words: Iterable[str]) -> PivotGuard:
+        """Protect every one of ``words``, whatever its frequency."""
+        pair_weight, word_weight = cls.weigh(tokenizer, dict.fromkeys(words, 1.0))
+        return cls(set(pair_weight), set(word_weight))
+
+    @classmethod
+    def from_frequencies(cls, tokenizer: Any, frequencies: Mapping[str, float], tolerance: float) -> PivotGuard:
+        """Protect what the words of ``frequencies`` ({word: share of running text}) hold more than
+        ``tolerance`` of the time, summed over the words."""
+        pair_weight, word_weight = cls.weigh(tokenizer, frequencies, floor=tolerance / 20)
+        return cls({pair for pair, weight in pair_weight.items() if weight > tolerance},
+                   {piece for piece, weight in word_weight.items() if weight > tolerance})
+
+    @classmethod
+    def build(cls, tokenizer: Any, languages: Sequence[str] = ("eng_Latn", "fra_Latn"), top_n: int = 50_000,
+              tolerance: float = 1e-6) -> PivotGuard:
+        """Protect what the ``top_n`` most frequent words of each pivot language use more than
+        ``tolerance`` of the time (shares of running text, from the frequency lists that the wordfreq
+        package carries; read offline, nothing of them is copied into langkit)."""
+        import hashlib
+
         import wordfreq
 
         from langkit.languages import get_language
 
-        words = [w for code in languages for w in wordfreq.top_n_list(get_language(code).iso639_1 or code, top_n)]
-        guard = cls.from_words(tokenizer, words)
-        log.info("pivot guard: %d protected word forms, %d protected pairs", len(guard.words), len(guard.pairs))
-        return guard
+        # The guard takes ~10-20 s to weigh; it depends only on the tokenizer, the lists and the settings,
+        # so it is kept in the cache, named by a hash of all of them.
+        key = hashlib.sha256(json.dumps(
+            [tokenizer.backend_tokenizer.to_str(), list(languages), top_n, tolerance, cls.FORMS, cls.ELIDED,
+             wordfreq.__version__ if hasattr(wordfreq, "__version__") else ""]).encode()).hexdigest()[:16]
+        cached = cache_dir() / "pivot-guard" / f"{key}.json"
+        if cached.exists():
+            stored = json.loads(cached.read_text("utf-8"))
+            guard = cls({(a, b) for a, b in stored["pairs"]}, set(stored["words"]))
+            log.info("pivot guard (cached): %d protected word forms, %d protected pairs", len(guard.words), len(guard.pairs))
+            return guard
+        pairs: set[tuple[int, int]] = set()
+        pieces: set[str] = set()
+        for code in languages:
+            lang = get_language(code).iso639_1 or code
+            frequency = wordfreq.get_frequency_dict(lang)
+            listed = {word: frequency.get(word, 0.0) for word in wordfreq.top_n_list(lang, top_n)}
+            guard = cls.from_frequencies(tokenizer, listed, tolerance)
+            pairs |= guard.pairs
+            pieces |= guard.words
+        log.info("pivot guard: %d protected word forms, %d protected pairs", len(pieces), len(pairs))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(cached, json.dumps({"pairs": sorted(pairs), "words": sorted(pieces)}, ensure_ascii=False))
+        return cls(pairs, pieces)
 
 
 def sentencepiece_segments(lines: Sequence[str], vocab_size: int) -> list[str]:
@@ -576,6 +711,7 @@ def learn_merges(
     guard: PivotGuard | None = None,
     words_only: bool = True,
     mode: str = "bpe",
+    whole_words: bool = True,
 ) -> tuple[list[NewToken], dict[str, Any]]:
     """Learn up to ``budget`` new merges from ``texts`` ({language: lines}) continuing the tokenizer's BPE.
 
@@ -588,8 +724,12 @@ def learn_merges(
     merges inside words only (never in numbers, punctuation or whitespace runs, which all languages
     share). ``mode="sentencepiece"`` first trains a SentencePiece unigram model per language and learns
     merges only inside the pieces it proposes (morpheme-like units), so that the new tokens follow its
-    segmentation; the merges are ordinary BPE merges either way. Returns the new tokens (ids from
-    ``len(tokenizer)`` up) and the extended ``tokenizer.json``.
+    segmentation; the merges are ordinary BPE merges either way. ``whole_words`` lets a step give a word
+    its own token instead, through one merge of two existing tokens that spell it, when that saves more
+    (gpt-oss's BPE looks a whole word up in the vocabulary before merging, so the word needs no chain of
+    intermediate tokens; the merge also applies wherever those two tokens meet). A step that would leave
+    an earlier new token with no occurrence in the text is refused, so every new token is produced.
+    Returns the new tokens (ids from ``len(tokenizer)`` up) and the extended ``tokenizer.json``.
     """
     backend = tokenizer.backend_tokenizer
     data = _backend_json(tokenizer)
@@ -624,7 +764,7 @@ def learn_merges(
                 if not words_only or _has_letter(segment[start:end]):
                     word_counts[(lang_i, piece)] += 1
     encoded: dict[str, list[int]] = {}
-    words, languages, counts = [], [], []
+    words, languages, counts, strings = [], [], [], []
     language_tokens = [0] * len(names)
     for (lang_i, piece), count in word_counts.items():
         if piece not in encoded:
@@ -632,6 +772,7 @@ def learn_merges(
         words.append(list(encoded[piece]))
         languages.append(lang_i)
         counts.append(count)
+        strings.append(piece)
         language_tokens[lang_i] += count * len(encoded[piece])
 
     # Each language's share of the budget.
@@ -660,52 +801,104 @@ def learn_merges(
             return False
         return True
 
-    pair_stats = _PairIndex(words, languages, counts, len(names))
+    pair_stats = _PairIndex(words, languages, counts, len(names), strings, id_to_token)
+    word_splits: dict[int, tuple[int, int]] = {}
+
+    def spelling_merge(w: int) -> bool:
+        """Find a merge of two existing tokens that spells word ``w`` (its own token, found by the
+        whole-word lookup), preferring a cut between the tokens it is segmented into now."""
+        string = strings[w]
+        if string in vocab or string in banned_words:
+            return False
+        cuts, at = [], 0
+        for t in pair_stats.words[w][:-1]:
+            at += len(id_to_token[t])
+            cuts.append(at)
+        for cut in cuts + [c for c in range(1, len(string)) if c not in cuts]:
+            left, right = vocab.get(string[:cut]), vocab.get(string[cut:])
+            if (left is not None and right is not None and (left, right) not in banned_pairs
+                    and not pair_stats.would_swallow((left, right), string)):
+                word_splits[w] = (left, right)
+                return True
+        return False
+
+    def propose(i: int) -> tuple[str, Any, int] | None:
+        """Language ``i``'s best step: a pair merge (saves its frequency) or, with ``whole_words``, a
+        word's own token (saves its frequency times its tokens minus one), whichever saves more in
+        language ``i``'s text. The loser goes back on its heap."""
+        pair = pair_stats.best(i, min_frequency, allowed)
+        word = pair_stats.best_word(i, min_frequency, spelling_merge) if whole_words else None
+        pair_gain = pair_stats.raw[i][pair] if pair is not None else 0
+        word_gain = pair_stats._saving(word) if word is not None else 0
+        if pair is not None and pair_gain >= word_gain:
+            if word is not None:
+                pair_stats.put_back_word(word)
+            return "pair", pair, pair_gain
+        if word is not None:
+            if pair is not None:
+                pair_stats.put_back(i, pair)
+            return "word", word, word_gain
+        return None
+
+    def put_back(i: int, proposal: tuple[str, Any, int]) -> None:
+        if proposal[0] == "pair":
+            pair_stats.put_back(i, proposal[1])
+        else:
+            pair_stats.put_back_word(proposal[1])
+
     base_ids: dict[int, list[int]] = {}
     charged = [0] * len(names)
     active = {i for i in range(len(names)) if share[i] > 0}
     new_tokens: list[NewToken] = []
     while len(new_tokens) < budget and active:
         if balance == "relative":
-            # Every language proposes its best pair; the one that cuts its own language's token count
+            # Every language proposes its best step; the one that cuts its own language's token count
             # by the largest fraction wins, the others go back on their heaps.
             proposals = {}
             for i in sorted(active):
-                candidate = pair_stats.best(i, min_frequency, allowed)
-                if candidate is None:
+                proposal = propose(i)
+                if proposal is None:
                     active.discard(i)
                 else:
-                    proposals[i] = candidate
+                    proposals[i] = proposal
             if not proposals:
                 break
-            chooser = max(proposals, key=lambda i: (pair_stats.raw[i][proposals[i]] / language_tokens[i], -i))
-            for i, candidate in proposals.items():
+            chooser = max(proposals, key=lambda i: (proposals[i][2] / language_tokens[i], -i))
+            for i, proposal in proposals.items():
                 if i != chooser:
-                    heapq.heappush(pair_stats.heaps[i], (-pair_stats.raw[i][candidate], candidate))
-            pair = proposals[chooser]
+                    put_back(i, proposal)
+            step = proposals[chooser]
         else:
             chooser = min(active, key=lambda i: (charged[i] / share[i], i))
             if chooser in fixed and charged[chooser] >= share[chooser]:
                 active.discard(chooser)  # a fixed share is a ceiling; equal shares grow as others run dry
                 continue
-            found = pair_stats.best(chooser, min_frequency, allowed)
+            found = propose(chooser)
             if found is None:
                 active.discard(chooser)
                 continue
-            pair = found
-        left_token, right_token = id_to_token[pair[0]], id_to_token[pair[1]]
+            step = found
         new_id = first_new_id + len(new_tokens)
-        frequency = pair_stats.merge(pair, new_id)
+        if step[0] == "pair":
+            pair = step[1]
+            token_base_ids = base_ids.get(pair[0], [pair[0]]) + base_ids.get(pair[1], [pair[1]])
+        else:
+            # The word's own token: reached by the whole-word lookup, and by its spelling merge wherever
+            # those two tokens meet. Its embedding starts from the base tokens it replaces.
+            pair = word_splits[step[1]]
+            token_base_ids = list(encoded[strings[step[1]]])
+        left_token, right_token = id_to_token[pair[0]], id_to_token[pair[1]]
         merged = left_token + right_token
         vocab[merged] = new_id
         id_to_token[new_id] = merged
+        frequency = pair_stats.merge(pair, new_id, merged)
         model["merges"].append([left_token, right_token])
-        base_ids[new_id] = base_ids.get(pair[0], [pair[0]]) + base_ids.get(pair[1], [pair[1]])
+        base_ids[new_id] = token_base_ids
         charged[chooser] += 1
         new_tokens.append(
             NewToken(
-                id=new_id, token=merged, text=tokenizer.decode(base_ids[new_id]), merge=(left_token, right_token),
-                base_ids=base_ids[new_id], frequency=frequency, language=names[chooser],
+                id=new_id, token=merged, text=tokenizer.decode(token_base_ids), merge=(left_token, right_token),
+                base_ids=token_base_ids, frequency=frequency, language=names[chooser],
             )
         )
     log.info("learned %d new merges (budget %d; %s) from %d distinct words", len(new_tokens), budget,
@@ -722,10 +915,12 @@ def extend_with_config(
     benchmark, so they all learn the same tokens from the same text."""
     if config.normalize:
         texts = {lang: normalize_lines(lines, lang, normalize_config) for lang, lines in texts.items()}
-    guard = PivotGuard.build(tokenizer, top_n=config.pivot_guard_words) if config.pivot_guard else None
+    guard = (PivotGuard.build(tokenizer, top_n=config.pivot_guard_words, tolerance=config.pivot_guard_tolerance)
+             if config.pivot_guard else None)
     return extend_tokenizer(
         tokenizer, texts, config.budget, out_dir, config.min_frequency, balance=config.balance,
         language_budgets=dict(config.language_budgets), guard=guard, words_only=config.words_only, mode=config.mode,
+        whole_words=config.whole_words,
     )
 
 

@@ -4,7 +4,7 @@ French, how long the extension takes and how fast the extended tokenizer encodes
 Three tokenizers in one run, on the same text:
   base      gpt-oss's o200k_harmony tokenizer
   plain     continued BPE with the same budget and data, without normalization, balancing or pivot guard
-  langkit   what `langkit tokenizer extend` does (normalized text, balanced budget, pivot guard)
+  langkit   what `langkit tokenizer extend` does (normalized text, balanced budget, pivot guard, whole words)
 
     python scripts/bench_tokenizer.py --budget 8000 \\
         --text wol_Latn:wol.txt --text bci_Latn:bci.txt ... \\
@@ -91,7 +91,7 @@ def main() -> None:
 
     # plain: pooled continued BPE on the text as it is, with gpt-oss-style defaults and nothing of langkit's.
     plain_config = TokenizerConfig(budget=args.budget, min_frequency=2, balance="none", pivot_guard=False,
-                                   words_only=False, normalize=False)
+                                   words_only=False, normalize=False, whole_words=False)
     start = time.perf_counter()
     plain, _ = extend_with_config(base, train, plain_config, out / "plain")
     plain_s = time.perf_counter() - start

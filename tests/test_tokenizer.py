@@ -204,6 +204,79 @@ def test_every_new_token_is_produced_on_its_training_text(base_tokenizer, tmp_pa
     assert used == {t.id for t in new_tokens}
 
 
+def test_whole_word_gets_its_own_token_in_one_merge(base_tokenizer, tmp_path):
+    from langkit.tokenizer import extend_tokenizer
+
+    # gpt-oss cuts this word in three (" ng", "or", "ika") but holds " ngo" and "rika": one merge of those
+    # spells the whole word, and gpt-oss's BPE looks a word up whole before merging, so one new id takes
+    # it to one token, which saves more than any single pair merge on this text.
+    word = " ngorika"
+    base_ids = base_tokenizer(word, add_special_tokens=False)["input_ids"]
+    assert len(base_ids) == 3
+    texts = {"lin_Latn": [f"Tala{word} na zando." for _ in range(4)] + SAMPLE_TEXT["lin_Latn"]}
+    tokenizer, new_tokens = extend_tokenizer(base_tokenizer, texts, 1, tmp_path / "w", 1)
+    (token,) = new_tokens
+    assert tokenizer(word, add_special_tokens=False)["input_ids"] == [token.id]
+    # A real merge of two existing tokens spells it; its embedding starts from the base ids it replaces.
+    assert "".join(token.merge) == token.token and token.base_ids == base_ids
+    assert token.frequency == 4 * (len(base_ids) - 1)
+    for line in texts["lin_Latn"]:
+        assert tokenizer.decode(tokenizer(line, add_special_tokens=False)["input_ids"]) == line
+    # Without whole words the same budget buys one pair merge, which saves less on this text.
+    _, pair_only = extend_tokenizer(base_tokenizer, texts, 1, tmp_path / "p", 1, whole_words=False)
+    assert pair_only[0].frequency < token.frequency
+
+
+def test_every_new_token_is_produced_with_and_without_whole_words(base_tokenizer, tmp_path):
+    from langkit.tokenizer import extend_tokenizer
+
+    # A long run of merges on little text: whole-word steps, their spelling merges and the pair merges
+    # compete for the same tokens; none may leave an earlier new token unused.
+    texts = {lang: lines * 2 + [line.upper() for line in lines] for lang, lines in SAMPLE_TEXT.items()}
+    for whole_words in (True, False):
+        tokenizer, new_tokens = extend_tokenizer(base_tokenizer, texts, 400, tmp_path / str(whole_words), 1,
+                                                 whole_words=whole_words)
+        used = set()
+        for lines in texts.values():
+            for ids in tokenizer(list(lines), add_special_tokens=False)["input_ids"]:
+                used.update(i for i in ids if i >= BASE_VOCAB_SIZE)
+        assert used == {t.id for t in new_tokens}
+
+
+def test_pivot_guard_weighs_words_by_frequency(base_tokenizer):
+    from langkit.tokenizer import PivotGuard
+
+    bt = base_tokenizer.backend_tokenizer
+
+    def pairs(text):
+        ids = [t.id for t in bt.model.tokenize(bt.pre_tokenizer.pre_tokenize_str(text)[0][0])]
+        return set(zip(ids, ids[1:], strict=False))
+
+    frequent, rare = "moustiquaire", "sorghum"
+    guard = PivotGuard.from_frequencies(base_tokenizer, {frequent: 1e-4, rare: 1e-8}, tolerance=1e-6)
+    assert pairs(" " + frequent) <= guard.pairs and pairs(" Moustiquaire") <= guard.pairs
+    assert not pairs(" " + rare) & guard.pairs
+    piece = bt.pre_tokenizer.pre_tokenize_str(" " + frequent)[0][0]
+    assert piece in guard.words
+    # French elision: l'école gives the piece "'école", protected like the word itself.
+    assert pairs("'" + "école") <= PivotGuard.from_frequencies(base_tokenizer, {"école": 1e-4}, 1e-6).pairs
+    # Rare words add up: many words sharing a pair protect it together.
+    weights, _ = PivotGuard.weigh(base_tokenizer, {rare: 1e-8, "sorghums": 1e-8})
+    assert all(weights[p] == pytest.approx(2e-8) for p in pairs(" " + rare) & pairs(" sorghums"))
+
+
+def test_pivot_guard_is_cached(base_tokenizer, tmp_path, monkeypatch):
+    from langkit import tokenizer as tokenizer_module
+    from langkit.tokenizer import PivotGuard
+
+    monkeypatch.setattr(tokenizer_module, "cache_dir", lambda: tmp_path)
+    first = PivotGuard.build(base_tokenizer, top_n=500)
+    assert len(list((tmp_path / "pivot-guard").glob("*.json"))) == 1
+    assert PivotGuard.build(base_tokenizer, top_n=500) == first
+    assert PivotGuard.build(base_tokenizer, top_n=500, tolerance=1e-3) != first  # other settings, other entry
+    assert len(list((tmp_path / "pivot-guard").glob("*.json"))) == 2
+
+
 def test_equal_balance_gives_the_small_corpus_its_share(base_tokenizer, tmp_path):
     from collections import Counter
 
