@@ -108,15 +108,18 @@ def main() -> None:
     print(f"\nbudget {args.budget} new tokens; trained on {sum(map(len, train.values()))} lines; "
           f"measured on {'held-out' if args.holdout or args.eval else 'training'} text")
     sp_head = f" {'sp-mode':>8} {'cut':>7}" if sp else ""
-    print(f"\n{'language':<10} {'lines':>6} {'base':>8} {'plain':>8} {'cut':>7} {'base*':>8} {'langkit':>8} {'cut':>7}{sp_head}")
+    print(f"\n{'language':<10} {'lines':>6} {'base':>8} {'plain':>8} {'cut':>7} {'base*':>8} {'langkit':>8} {'cut':>7} "
+          f"{'vs raw':>7}{sp_head}")
     for language in sorted(measured):
         raw = measured[language]
         norm = normalize_lines(raw, language)
         b, p = count(base, raw), count(plain, raw)
         bn, o = count(base, norm), count(ours, norm)
         sp_cells = f" {count(sp, norm):>8} {1 - count(sp, norm) / bn:>7.1%}" if sp else ""
-        print(f"{language:<10} {len(raw):>6} {b:>8} {p:>8} {1 - p / b:>7.1%} {bn:>8} {o:>8} {1 - o / bn:>7.1%}{sp_cells}")
-    print("(base/plain on the text as it is; base*/langkit on normalized text, as the model sees it)")
+        print(f"{language:<10} {len(raw):>6} {b:>8} {p:>8} {1 - p / b:>7.1%} {bn:>8} {o:>8} {1 - o / bn:>7.1%} "
+              f"{1 - o / b:>7.1%}{sp_cells}")
+    print("(base/plain on the text as it is; base*/langkit on normalized text, as the model sees it; "
+          "'vs raw': langkit on normalized text against base on the text as it is)")
 
     if pivots:
         print(f"\n{'pivot':<10} {'lines':>6} {'base':>8} {'plain Δ':>8} {'changed':>8} {'langkit Δ':>10} {'changed':>8}")
