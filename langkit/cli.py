@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="write only this source's shard (one scheduler job per source); a build without it merges",
     )
+    p.add_argument(
+        "--executor",
+        choices=["local", "datatrove"],
+        default=None,
+        help="where the per-source steps run (default: corpus.executor, local); same output either way",
+    )
     p = corpus_sub.add_parser("sources", help="list the catalogue of known public sources (corpora/sources/)")
     p.add_argument("--lang", default=None, help="only sources with this language, e.g. wol_Latn")
     p.add_argument("--json", action="store_true", help="print the cards as JSON instead of a table")
@@ -257,6 +263,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             cfg = _load(args)
             if args.only_source:
                 cfg.corpus.only_source = args.only_source
+            if args.executor:
+                cfg.corpus.executor = args.executor
             print(pipeline.run_stage("corpus", cfg, args.out))
     elif args.command == "tokenizer":
         if args.action == "build":

@@ -335,10 +335,16 @@ class CorpusConfig:
     only_source: str = ""
     """Write only this source's shard (``langkit corpus build --only-source NAME``: one scheduler job
     per source); a build without it then merges the shards."""
+    executor: str = "local"
+    """Where the per-source steps run: ``local`` (this process, or a process pool of ``workers``) or
+    ``datatrove`` (datatrove's LocalPipelineExecutor, one task per source; needs the optional datatrove
+    package). The output is the same either way."""
 
     def check(self, key: str) -> None:
         if self.workers < 0:
             raise ConfigError(f"{key}.workers must be >= 0 (0: one per core)")
+        if self.executor not in ("local", "datatrove"):
+            raise ConfigError(f"{key}.executor must be local or datatrove, got {self.executor!r}")
         for i, source in enumerate(self.sources):
             source.check(f"{key}.sources[{i}]")
         if self.dev_size < 0 or self.test_size < 0:

@@ -11,9 +11,12 @@ Input: generated lines (four sources: Wolof text, Wolof-French TSV pairs, Swahil
 
 Printed:
 - records/s of each step run alone over all the lines, in this process (read, normalize, pii, filters,
-  langid, exact dedup, near-dup, decontamination against 1,000 held-out texts, parquet write);
-- the whole ``build_corpus`` for each ``--workers`` value, each in a subprocess of its own: wall time,
-  records/s, and that process's peak resident set (``wait4``'s rusage, children included);
+  langid, exact dedup, MinHash signatures as the per-source phase computes them, the merge's
+  near-duplicate lookup, decontamination against 1,000 held-out texts, parquet write);
+- the whole ``build_corpus`` for each ``--workers`` value (and on datatrove's local executor with
+  ``--datatrove``), each in a subprocess of its own: wall time, records/s, the peak resident set of
+  the largest single process of its tree (``wait4``'s rusage) and the peak of the tree's summed
+  resident sets (sampled every 0.1 s with psutil);
 - a reference pipeline in a subprocess too: a plain loop over the same files doing NFC + whitespace
   normalization and exact dedup with a set of hashes, writing the kept lines; and the ratio.
 """
@@ -26,6 +29,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +37,8 @@ import time
 import unicodedata
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LANGKIT_NO_PROGRESS", "1")
@@ -95,7 +101,7 @@ def _child_build(spec: str) -> None:
     build_corpus(
         c.sources, cfg.languages, Path(args["out"]), c.dev_size, c.test_size, c.seed,
         normalization=c.normalize, pii=c.pii, filters=c.filters, langid=c.langid, dedup=c.dedup,
-        workers=args["workers"],
+        workers=args["workers"], executor=args.get("executor", "local"),
     )  # fmt: skip
 
 
@@ -119,18 +125,47 @@ def _child_reference(spec: str) -> None:
                         out.write(text + "\n")
 
 
-def run_child(kind: str, spec: dict[str, Any]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MiB, the child and its own children) of one child run."""
+def run_child(kind: str, spec: dict[str, Any]) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS of the largest single process (MiB) and peak summed RSS of the whole
+    process tree (MiB, sampled every 0.1 s; 0 without psutil) of one child run."""
+    import threading
+
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, f"--_{kind}", json.dumps(spec)])
+    tree_peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal tree_peak
+        try:
+            import psutil
+        except ImportError:
+            return
+        try:
+            root = psutil.Process(proc.pid)
+            while not done.is_set():
+                total = 0
+                for p in [root, *root.children(recursive=True)]:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                tree_peak = max(tree_peak, total)
+                done.wait(0.1)
+        except psutil.Error:
+            return
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
+    done.set()
+    sampler.join()
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{kind} child failed with status {status}")
-    # ru_maxrss of wait4 covers the process only; the pool workers are its children, whose peak the
-    # build reports itself is not available, so the figure is the main process's (the merge, where
-    # the kept records and the near-duplicate index live).
-    return wall, usage.ru_maxrss // 1024
+    # ru_maxrss of wait4 is the largest peak of any one process of the tree (the child, or a pool
+    # worker it waited for), not their sum; the sampled tree figure is the sum.
+    return wall, usage.ru_maxrss // 1024, tree_peak // 2**20
 
 
 def step_rates(
@@ -139,7 +174,7 @@ def step_rates(
     """Records/s of each step alone, in this process; and the near-dup index size (entries)."""
     from langkit.config import FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
     from langkit.corpus.build import Example, write_split
-    from langkit.corpus.dedup import Decontaminator, NearDuplicateIndex
+    from langkit.corpus.dedup import Decontaminator, MinHasher, NearDuplicateIndex
     from langkit.corpus.filters import check_quality
     from langkit.corpus.langid import LangIdFilter
     from langkit.corpus.normalize import Normalizer
@@ -179,8 +214,40 @@ def step_rates(
         return kept
 
     kept = timed("dedup exact", n, exact)
-    index = NearDuplicateIndex()
-    timed("near-dup", len(kept), lambda: [index.check_and_add(str(i), t) for i, (_, t) in enumerate(kept)])
+    # The near-duplicate step as the build runs it: signatures in the per-source phase (batches of
+    # 256 records), then in the merge one vectorized lookup per chunk of 8,192 and the in-chunk
+    # decisions one record at a time.
+    hasher = MinHasher()
+
+    def minhash() -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for i in range(0, len(kept), 256):
+            sigs, _, short = hasher.signatures([(t, "") for _, t in kept[i : i + 256]])
+            out.append((sigs, short))
+        return out
+
+    batches = timed("minhash (per-source phase)", len(kept), minhash)
+    index = NearDuplicateIndex(signature_file=work / "signatures.bin")
+
+    def near() -> int:
+        sigs = np.concatenate([b[0] for b in batches])
+        short = np.concatenate([b[1] for b in batches])
+        dropped = 0
+        for lo in range(0, len(sigs), 8192):
+            s, sh = sigs[lo : lo + 8192], short[lo : lo + 8192]
+            keys = index.band_keys(s)
+            best, similarity = index.match_flushed(s, sh, keys)
+            for r in range(len(s)):
+                flushed = (int(best[r]), float(similarity[r]))
+                dropped += (
+                    index.check_and_add_signature(str(lo + r), s[r], bool(sh[r]), keys[r], flushed)
+                    is not None
+                )
+            index.flush()
+        return dropped
+
+    timed("near-dup lookup (merge)", len(kept), near)
+    index.close()
     decon = Decontaminator()
     for i, (_, t) in enumerate(kept[:1000]):
         decon.add(t, f"test:{i}")
@@ -202,6 +269,11 @@ def main() -> None:
         "--text", action="append", default=[], metavar="LANG:PATH", help="your own input (repeatable)"
     )
     p.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1])
+    p.add_argument(
+        "--datatrove",
+        action="store_true",
+        help="also run the build on datatrove's local executor (max workers)",
+    )
     p.add_argument("--skip-steps", action="store_true", help="only the whole-pipeline runs")
     args = p.parse_args()
 
@@ -222,22 +294,30 @@ def main() -> None:
                 total += sum(1 for _ in f) - (s["format"] == "tsv")
         print(f"input: {total:,} lines in {len(sources)} sources ({', '.join(languages)})")
 
-        print("\nwhole pipeline                wall s     records/s   peak RSS MiB")
+        print("\nwhole pipeline                   wall s    records/s  peak RSS MiB  tree RSS MiB")
+        print("                                                     (1 process)   (sum, sampled)")
+        runs: list[tuple[str, int, str]] = [(f"langkit, {w} worker(s)", w, "local") for w in args.workers]
+        if args.datatrove:
+            runs.append((f"langkit, datatrove {max(args.workers)}w", max(args.workers), "datatrove"))
         results = {}
-        for workers in args.workers:
+        for label, workers, executor in runs:
             spec = {
                 "languages": languages,
                 "sources": sources,
-                "out": str(work / f"out{workers}"),
+                "out": str(work / f"out-{executor}-{workers}"),
                 "workers": workers,
+                "executor": executor,
             }
-            wall, rss = run_child("build", spec)
-            results[workers] = wall
-            print(f"  langkit, {workers} worker(s){'':<6}{wall:>8.1f}  {total / wall:>12,.0f}  {rss:>12,}")
-        wall, rss = run_child("reference", {"sources": sources, "out": str(work / "reference.txt")})
-        print(f"  reference (plain loop)    {wall:>8.1f}  {total / wall:>12,.0f}  {rss:>12,}")
-        for workers, w in results.items():
-            print(f"  ratio langkit {workers}w / reference: {wall / w:.2f}x the reference's records/s")
+            wall, rss, tree = run_child("build", spec)
+            results[label] = wall
+            print(f"  {label:<28}{wall:>8.1f}  {total / wall:>11,.0f}  {rss:>12,}  {tree:>12,}")
+            shutil.rmtree(work / f"out-{executor}-{workers}", ignore_errors=True)
+        wall, rss, tree = run_child("reference", {"sources": sources, "out": str(work / "reference.txt")})
+        print(
+            f"  {'reference (plain loop)':<28}{wall:>8.1f}  {total / wall:>11,.0f}  {rss:>12,}  {tree:>12,}"
+        )
+        for label, w in results.items():
+            print(f"  ratio {label} / reference: {wall / w:.3f}x the reference's records/s")
         # After the subprocesses: a child's peak RSS counts the pages of this process it was forked
         # from, so this process must still be small when they start.
         if not args.skip_steps:

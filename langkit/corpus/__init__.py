@@ -35,6 +35,6 @@ def run(cfg: RunConfig, run_dir: RunDir) -> Path:
         c.sources, cfg.languages, run_dir.corpus, c.dev_size, c.test_size, c.seed,
         release=c.release, allow_restricted=c.allow_restricted,
         normalization=c.normalize, pii=c.pii, filters=c.filters, langid=c.langid, dedup=c.dedup,
-        workers=c.workers, only_source=c.only_source,
+        workers=c.workers, only_source=c.only_source, executor=c.executor,
     )  # fmt: skip
     return run_dir.corpus

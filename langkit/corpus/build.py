@@ -14,47 +14,73 @@ similarity to a record kept before, in any source of the language; the dropped r
 record are stored with it (the ``normalization`` column; ``pivot:`` for the pivot text), and counted
 per language in ``stats.json`` with before/after samples of each rule.
 
-Once every source is read, each language's kept records are split (:func:`split_language`), and the
+Once every source is read, each language's kept records are split (:func:`held_out`), and the
 train split is decontaminated: a training record whose text or pivot overlaps a dev or test text of
 any language, or a segment of ``corpus.dedup.decontaminate_against``, moves from kept to dropped
 (``decontaminated``, with the overlapping words and where they come from). The held-out splits are
 chosen before that filter, so dev and test keep their sizes.
 
-The per-record steps (read to langid) need nothing from other sources: they run per source, in a
-process pool, each into a shard under ``.work/`` (written atomically, named by a hash of what it
-depends on). The global steps (duplicates, split, decontamination, outputs) then replay the shards in
-source order. So a killed build resumes from its finished shards, the output does not depend on the
-number of workers, and ``only_source`` lets a scheduler run one source per job.
+Two phases, so that the work spreads over cores and machines and memory stays flat:
+
+1. Per source (:mod:`langkit.corpus.shards`): read to langid, plus the MinHash signature of every
+   record that reaches the dedup steps, into a shard under ``.work/`` (written atomically, named by a
+   hash of what it depends on). Sources run in a process pool (``workers``), one per scheduler job
+   (``only_source``), or on datatrove's executors (:mod:`langkit.corpus.executors`).
+2. The merge, one process, replaying the shards in source order, a few thousand records at a time:
+   exact duplicates against 8-byte digests in sorted arrays, near-duplicates against the compact LSH
+   index (:mod:`langkit.corpus.stores`; signatures in a file), kept records appended to a parquet
+   spool per language under ``.work/merge/``; then the split (only the pair numbers are held), and
+   the splits streamed from the spools into the parquet files, row group by row group, decontaminating
+   the train rows on the way.
+
+What the merge holds in memory therefore grows by about 150 bytes per kept record (the dedup
+indexes), not by the records themselves. A killed build resumes from its finished shards, the output
+does not depend on the number of workers or on the executor.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import os
 import random
-import sys
+import shutil
 import tempfile
+from array import array
 from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from langkit import __version__
+import numpy as np
+
 from langkit.config import DedupConfig, FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
 from langkit.corpus.card import write_dataset_card
 from langkit.corpus.dedup import Decontaminator, Match, NearDuplicateIndex
-from langkit.corpus.filters import FILTER_REASONS, check_quality
-from langkit.corpus.langid import LangIdFilter
+from langkit.corpus.filters import FILTER_REASONS
 from langkit.corpus.licences import check_release, resolve_sources
 from langkit.corpus.normalize import FLAGS, RULES, Normalizer
-from langkit.corpus.pii import PLACEHOLDERS, PiiScrubber
-from langkit.corpus.readers import Record, check_source, read_source, source_name
-from langkit.utils import get_logger, progress, write_json
+from langkit.corpus.pii import PLACEHOLDERS
+from langkit.corpus.readers import check_source, source_name
+from langkit.corpus.shards import (
+    CRASH_ENV,
+    WORK_DIR,
+    Steps,
+    atomic_file,
+    read_shard,
+    run_sources,
+    shard_path,
+    signature_path,
+    umask_mode,
+    write_jsonl_line,
+)
+from langkit.corpus.stores import DigestSet
+from langkit.utils import get_logger, write_json
+
+__all__ = ["COLUMNS", "CRASH_ENV", "DROP_REASONS", "SPLITS", "WORK_DIR", "Example", "build_corpus", "held_out",
+           "write_split"]  # fmt: skip
 
 log = get_logger("corpus")
 
@@ -68,6 +94,17 @@ COLUMNS = (
 """The columns of every split, in order; ``line`` is an int, ``normalization`` a list of str (the ids
 of the normalization rules, flags and PII types that touched the record, ``pivot:`` ones for the pivot
 text, e.g. ``["apostrophe", "pii:phone", "pivot:space"]``), every other column a str."""
+EXECUTORS = ("local", "datatrove")
+"""Where the per-source phase runs: ``local`` (this process or its process pool) or ``datatrove``
+(datatrove's LocalPipelineExecutor; its SlurmPipelineExecutor from Python, see the README)."""
+ROW_GROUP_SIZE = 100_000
+"""Rows per parquet row group of the splits (fixed, so the same rows always give the same file)."""
+SPOOL_ROWS = 16_384
+"""Rows per row group of the merge's kept-record spools, and per batch read back from them."""
+MERGE_CHUNK = 8_192
+"""Shard records the merge decides together: one vectorized lookup in the dedup indexes per chunk."""
+MERGE_DIR = "merge"
+"""Under ``.work/``: the merge's spools and signature files (redone when a build is re-run)."""
 
 
 @dataclass(slots=True)
@@ -89,67 +126,105 @@ class Example:
         return {name: getattr(self, name) for name in COLUMNS}
 
 
-@dataclass
-class _SourceSteps:
-    """The per-record steps of one source (normalize, scrub, filters, langid), with what they
-    counted. They need no state shared between sources, so each source can run in its own process
-    and write its results to a shard; the global steps then read the shards in source order."""
+def _schema() -> Any:
+    import pyarrow as pa
 
-    language: str
-    normalize: NormalizeConfig
-    pii: PiiConfig
-    filters: FilterConfig
-    langid: LangIdFilter | None
-    normalizer: Normalizer = field(init=False)
-    pivot_normalizers: dict[str, Normalizer] = field(init=False, default_factory=dict)
-    scrubber: PiiScrubber = field(init=False)
+    types = {"line": pa.int64(), "normalization": pa.list_(pa.string())}
+    return pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
 
-    def __post_init__(self) -> None:
-        self.scrubber = PiiScrubber(self.pii)
-        self.normalizer = Normalizer(self.language, self.normalize, redact=self._redactor())
 
-    def _redactor(self) -> Any:
-        # Samples of the normalization rules go into stats.json: scrub them with a scrubber of their
-        # own, so that the record counts of self.scrubber stay exact.
-        if not self.pii.enabled:
-            return None
-        scrubber = PiiScrubber(self.pii)
-        return lambda text: scrubber(text)[0]
+class ParquetRows:
+    """One parquet file with the split schema, written in row groups of exactly ``group_rows`` rows
+    (the last one shorter) whatever the sizes of the pieces appended, under a temporary name renamed
+    into place by :meth:`close`. Holds at most about one row group.
 
-    def pivot_normalizer(self, pivot_language: str) -> Normalizer:
-        if pivot_language not in self.pivot_normalizers:
-            self.pivot_normalizers[pivot_language] = Normalizer(
-                pivot_language, self.normalize, redact=self._redactor()
-            )
-        return self.pivot_normalizers[pivot_language]
+    An empty file has no row group at all: a zero-row group makes datasets' parquet reader ask pyarrow
+    for batches of size 0, which fails. Same rows, same bytes: fixed row-group size and options, no
+    timestamp (the writer's version string is the only metadata, fixed by the pinned pyarrow)."""
 
-    def process(self, raw_text: str, pivot_language: str, raw_pivot: str) -> tuple[str, str, list[str], str]:
-        """Normalize and scrub one record; return its text, pivot text, tags and drop reason ("" to
-        keep it, unless it is a duplicate)."""
-        text, tags = self.normalizer(raw_text)
-        pivot = ""
-        if pivot_language:
-            pivot, pivot_tags = self.pivot_normalizer(pivot_language)(raw_pivot)
-            tags += [f"pivot:{tag}" for tag in pivot_tags]
-        if self.pii.enabled:
-            text, kinds = self.scrubber(text)
-            tags += [f"pii:{kind}" for kind in kinds]
-            if pivot:
-                pivot, kinds = self.scrubber(pivot)
-                tags += [f"pivot:pii:{kind}" for kind in kinds]
-        if not text.strip():
-            return text, pivot.strip(), tags, "empty"
-        reason = check_quality(text, self.language, self.filters)
-        if reason is None and self.langid is not None:
-            reason = self.langid(text, self.language)
-        return text, pivot.strip(), tags, reason or ""
+    def __init__(self, path: Path, group_rows: int = ROW_GROUP_SIZE) -> None:
+        import pyarrow.parquet as pq
 
-    def report(self) -> dict[str, Any]:
-        return {
-            "normalization": self.normalizer.report(),
-            "pivot_normalization": {code: n.report() for code, n in self.pivot_normalizers.items()},
-            "pii": {kind: self.scrubber.counts[kind] for kind in PLACEHOLDERS},
-        }
+        self.path = path
+        self.group_rows = group_rows
+        self.rows = 0
+        self._schema = _schema()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        self._writer = pq.ParquetWriter(self._tmp, self._schema, compression="snappy", write_statistics=True)
+        self._columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        self._tables: list[Any] = []
+        self._buffered = 0
+
+    def append(self, values: Sequence[Any]) -> None:
+        """One row: its values in :data:`COLUMNS` order."""
+        for column, value in zip(self._columns.values(), values, strict=True):
+            column.append(value)
+        if len(self._columns["id"]) >= self.group_rows:
+            self._columns_to_table()
+
+    def append_table(self, table: Any) -> None:
+        """Rows as a pyarrow table (or record batch) with the split schema."""
+        if len(self._columns["id"]):
+            self._columns_to_table()
+        if table.num_rows:
+            self._tables.append(table)
+            self._buffered += table.num_rows
+            self._write(final=False)
+
+    def _columns_to_table(self) -> None:
+        import pyarrow as pa
+
+        table = pa.Table.from_pydict(self._columns, schema=self._schema)
+        self._columns = {name: [] for name in COLUMNS}
+        self._tables.append(table)
+        self._buffered += table.num_rows
+        self._write(final=False)
+
+    def _write(self, final: bool) -> None:
+        import pyarrow as pa
+
+        if self._buffered < self.group_rows and not (final and self._buffered):
+            return
+        table = pa.concat_tables(
+            [t if isinstance(t, pa.Table) else pa.Table.from_batches([t]) for t in self._tables]
+        )
+        whole = self._buffered if final else self._buffered - self._buffered % self.group_rows
+        self._writer.write_table(table.slice(0, whole), row_group_size=self.group_rows)
+        self.rows += whole
+        rest = table.slice(whole)
+        self._tables = [rest] if rest.num_rows else []
+        self._buffered = rest.num_rows
+
+    def close(self) -> None:
+        """Write what is left, sync, and rename the file into place."""
+        if len(self._columns["id"]):
+            self._columns_to_table()
+        self._write(final=True)
+        self._writer.close()
+        with open(self._tmp, "rb") as f:
+            os.fsync(f.fileno())
+        umask_mode(self._tmp)
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        Path(self._tmp).unlink(missing_ok=True)
+
+
+def write_split(path: Path, examples: Iterable[Example]) -> int:
+    """Write one split as parquet with the fixed schema, atomically; return the rows written."""
+    out = ParquetRows(path)
+    try:
+        for e in examples:
+            out.append((e.id, e.language, e.text, e.pivot_language, e.pivot_text, e.source, e.license, e.file,
+                        e.line, e.normalization))  # fmt: skip
+        out.close()
+    except BaseException:
+        out.abort()
+        raise
+    return out.rows
 
 
 _RULE_ORDER = {rule: i for i, rule in enumerate([*RULES, *FLAGS])}
@@ -180,47 +255,48 @@ def _merge_normalization(reports: list[dict[str, Any]], max_samples: int) -> dic
 
 @dataclass
 class _LanguageSteps:
-    """The global steps for the sources of one target language (the near-duplicate index), and the
-    per-source reports merged."""
+    """The merge's state for the sources of one target language: the exact and near-duplicate
+    indexes, the spool of kept records and the numbers of the kept pairs, the per-source reports."""
 
     language: str
+    merge_dir: Path
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    seen: DigestSet = field(init=False, default_factory=DigestSet)
     near_duplicates: NearDuplicateIndex | None = field(init=False, default=None)
     near_duplicate_samples: list[dict[str, Any]] = field(init=False, default_factory=list)
     reports: list[dict[str, Any]] = field(init=False, default_factory=list)
+    kept: int = field(init=False, default=0)
+    pairs: array = field(init=False, default_factory=lambda: array("q"))  # kept numbers of the pairs
+    spool: ParquetRows = field(init=False)
 
     def __post_init__(self) -> None:
+        self.spool = ParquetRows(self.merge_dir / f"kept-{self.language}.parquet", SPOOL_ROWS)
         if self.dedup.near_duplicates:
             d = self.dedup
             # One index per language: near-duplicates are found within and across its sources.
             self.near_duplicates = NearDuplicateIndex(
-                d.threshold, d.num_perm, d.bands, d.shingle, d.shingle_unit, d.min_words, d.seed
-            )
+                d.threshold, d.num_perm, d.bands, d.shingle, d.shingle_unit, d.min_words, d.seed,
+                signature_file=self.merge_dir / f"signatures-{self.language}.bin",
+            )  # fmt: skip
 
-    def near_duplicate(self, key: str, text: str, pivot: str) -> Match | None:
-        """The id of the kept record this one near-duplicates and their similarity, or None (then it
-        is indexed as kept); the first ``dedup.samples`` pairs are kept for the report."""
-        if self.near_duplicates is None:
-            return None
-        match = self.near_duplicates.check_and_add(key, text, pivot)
-        if match is None:
-            return None
-        if len(self.near_duplicate_samples) < self.dedup.samples:
+    def keep(self, values: tuple[Any, ...], is_pair: bool) -> None:
+        if is_pair:
+            self.pairs.append(self.kept)
+        self.spool.append(values)
+        self.kept += 1
+
+    def near_duplicate(self, key: str, text: str, pivot: str, match: Match | None) -> None:
+        """Keep the first ``dedup.samples`` near-duplicate pairs for the report."""
+        if match is not None and len(self.near_duplicate_samples) < self.dedup.samples:
             self.near_duplicate_samples.append(
                 {"similarity": match.similarity, "dropped_id": key, "dropped": text, "dropped_pivot": pivot,
                  "kept_id": match.key, "kept": "", "kept_pivot": ""}
             )  # fmt: skip
-        return match
 
-    def resolve_samples(self, kept: list[Example]) -> None:
-        """Fill in the kept side of the near-duplicate samples (one pass over the kept records, instead
-        of a map from every id to its text held all along)."""
-        wanted: dict[str, list[dict[str, Any]]] = {}
-        for sample in self.near_duplicate_samples:
-            wanted.setdefault(sample["kept_id"], []).append(sample)
-        for example in kept:
-            for sample in wanted.get(example.id, ()):
-                sample.update(kept=example.text, kept_pivot=example.pivot_text)
+    def close(self) -> None:
+        self.spool.close()
+        if self.near_duplicates is not None:
+            self.near_duplicates.close()
 
     def stats(self) -> dict[str, Any]:
         max_samples = Normalizer.max_samples
@@ -248,225 +324,75 @@ class _LanguageSteps:
         return stats
 
 
-def _dedup_key(language: str, text: str, pivot: str) -> bytes:
-    # A 16-byte digest per kept record instead of the strings: the seen-set stays small.
-    return hashlib.blake2b("\x00".join((language, text, pivot)).encode("utf-8"), digest_size=16).digest()
+def _digest(language: str, text: str, pivot: str) -> int:
+    # An 8-byte digest per kept record instead of the strings: two different records collide with
+    # probability about n^2 / 2^65 (3e-8 for a million kept records of one language).
+    key = "\x00".join((language, text, pivot)).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
 
 
-def _umask_mode(path: str) -> None:
-    # mkstemp creates 0600 files; give the output the usual permissions (0666 less the umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-@contextmanager
-def _atomic_jsonl(path: Path) -> Iterator[IO[str]]:
-    """A text file written line by line under a temporary name, renamed into place on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-            # On disk before the rename: after a crash the name holds the whole file or nothing.
-            f.flush()
-            os.fsync(f.fileno())
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_jsonl_line(f: IO[str], data: dict[str, Any]) -> None:
-    f.write(json.dumps(data, ensure_ascii=False) + "\n")
-
-
-ROW_GROUP_SIZE = 100_000
-"""Rows per parquet row group (fixed, so the same rows always give the same file)."""
-WORK_DIR = ".work"
-"""Under the corpus folder: one finished shard per source (the per-record steps' results)."""
-CRASH_ENV = "LANGKIT_TEST_CRASH_AFTER_SOURCE"
-"""Test hook: with ``N`` set, the build exits at once (``os._exit(137)``, like a SIGKILL) after the
-N-th source shard is written, to test that a re-run resumes and gives the same output."""
-
-
-def _file_stamp(path: str) -> list[int] | None:
-    # A changed input file must not reuse an old shard; size and mtime catch an edit without reading
-    # the whole file again (a Hub id or a missing path has no stamp).
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
-
-
-def _shard_path(
-    work_dir: Path,
-    source: SourceConfig,
-    normalize: NormalizeConfig,
-    pii: PiiConfig,
-    filters: FilterConfig,
-    langid: LangIdConfig,
-) -> Path:
-    """The shard of one source's per-record steps, named by a hash of everything its content depends
-    on: the source config and files, the per-record step configs and langkit's version."""
-    key = {
-        "source": asdict(source),
-        "stamps": [_file_stamp(source.path), _file_stamp(source.pivot_path) if source.pivot_path else None],
-        "steps": [asdict(normalize), asdict(pii), asdict(filters), asdict(langid)],
-        "langkit": __version__,
-    }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in source_name(source))
-    return work_dir / f"{safe}-{digest}.jsonl"
-
-
-def _process_source(
-    source: SourceConfig,
-    shard: Path,
-    normalize: NormalizeConfig,
-    pii: PiiConfig,
-    filters: FilterConfig,
-    langid: LangIdConfig,
-) -> str:
-    """Run the per-record steps over one source into its shard (a JSON line per record, in read
-    order, then one with the steps' report); written atomically, so a shard that exists is whole."""
-    langid_filter = LangIdFilter(langid) if langid.enabled else None
-    steps = _SourceSteps(source.language, normalize, pii, filters, langid_filter)
-    name = source_name(source)
-    pivot_language = source.pivot_language if source.pivot_field or source.pivot_path else ""
-    record: Record
-    with _atomic_jsonl(shard) as f:
-        for record in progress(read_source(source), desc=f"corpus: {name}"):
-            if record.error:
-                _write_jsonl_line(f, {"line": record.line, "error": record.error, "raw": record.raw})
-                continue
-            # A paired source's row with an empty pivot still gives monolingual text.
-            text, pivot, tags, reason = steps.process(record.text, pivot_language, record.pivot_text)
-            _write_jsonl_line(
-                f, {"line": record.line, "text": text, "pivot": pivot, "tags": tags, "reason": reason}
-            )
-        _write_jsonl_line(f, {"report": steps.report()})
-    return str(shard)
-
-
-def _read_shard(shard: Path) -> Iterator[dict[str, Any]]:
-    with open(shard, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
-
-
-def _run_sources(
-    sources: list[SourceConfig],
-    shards: dict[str, Path],
-    normalize: NormalizeConfig,
-    pii: PiiConfig,
-    filters: FilterConfig,
-    langid: LangIdConfig,
-    workers: int,
-) -> None:
-    """Write the shards that are missing, ``workers`` sources at a time (0: one per core)."""
-    todo = [s for s in sources if not shards[source_name(s)].is_file()]
-    if len(todo) < len(sources):
-        log.info("reusing %d finished source shard(s) in %s", len(sources) - len(todo), WORK_DIR)
-    crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
-    done = 0
-
-    def finished(path: str) -> None:
-        nonlocal done
-        done += 1
-        log.info("source shard written: %s", Path(path).name)
-        if crash_after and done >= crash_after:
-            _flush_logs()
-            os._exit(137)
-
-    n = min(workers or os.cpu_count() or 1, len(todo))
-    if n <= 1:
-        for source in todo:
-            finished(_process_source(source, shards[source_name(source)], normalize, pii, filters, langid))
-        return
-    import multiprocessing
-
-    # spawn, not fork: a forked child would inherit the parent's threads' locks (tqdm, logging).
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_process_source, s, shards[source_name(s)], normalize, pii, filters, langid)
-            for s in todo
-        ]
-        # Results are collected in source order; the shards are what matters, not the order they end.
-        for future in futures:
-            finished(future.result())
-
-
-def _flush_logs() -> None:
-    # os._exit skips the interpreter's shutdown: flush what was logged so the test can see it.
-    for handler in logging.getLogger("langkit").handlers:
-        handler.flush()
-    sys.stderr.flush()
-
-
-def _clean_work_dir(work_dir: Path) -> None:
-    """After a full build, remove the shards (the outputs hold everything they did, and a large
-    corpus would otherwise be on disk twice) and the temporary files of any run that was killed."""
-    import shutil
-
-    shutil.rmtree(work_dir, ignore_errors=True)
-
-
-def write_split(path: Path, examples: list[Example]) -> None:
-    """Write one split as parquet with the fixed schema, atomically (temp file, then os.replace)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    types = {"line": pa.int64(), "normalization": pa.list_(pa.string())}
-    schema = pa.schema([(name, types.get(name, pa.string())) for name in COLUMNS])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        # An empty split is written with no row group at all: a zero-row group makes datasets'
-        # parquet reader ask pyarrow for batches of size 0, which fails.
-        # Same rows, same bytes: fixed row-group size and options, no timestamp (parquet has none;
-        # the writer's version string is the only metadata, fixed by the pinned pyarrow).
-        with pq.ParquetWriter(tmp, schema, compression="snappy", write_statistics=True) as writer:
-            if examples:
-                table = pa.Table.from_pylist([e.row() for e in examples], schema=schema)
-                writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        _umask_mode(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def split_language(
-    examples: list[Example], language: str, dev_size: int, test_size: int, seed: int
-) -> dict[str, list[Example]]:
-    """Hold out ``test_size`` then ``dev_size`` aligned pairs, chosen by a seeded shuffle; the rest
-    (other pairs and all monolingual text) is train. Each split keeps the order records were read in."""
-    pairs = [i for i, e in enumerate(examples) if e.pivot_text]
+def held_out(
+    pairs: Sequence[int], language: str, dev_size: int, test_size: int, seed: int
+) -> tuple[set[int], set[int]]:
+    """The numbers (among a language's kept records) of the dev and test records: ``test_size`` then
+    ``dev_size`` of the aligned ``pairs`` (their numbers, in order), chosen by a seeded shuffle. The
+    rest (other pairs and all monolingual text) is train."""
+    order = array("q", pairs)
     # A string seed is hashed with SHA-512 by random.Random: stable across runs and Python versions,
     # and different per language so the languages' held-out choices are not correlated.
-    random.Random(f"{seed}:{language}").shuffle(pairs)
-    if len(pairs) < dev_size + test_size:
+    random.Random(f"{seed}:{language}").shuffle(order)  # type: ignore[arg-type]
+    if len(order) < dev_size + test_size:
         log.warning(
             "%s: only %d aligned pairs for test_size=%d + dev_size=%d; test gets %d, dev gets %d",
             language,
-            len(pairs),
+            len(order),
             test_size,
             dev_size,
-            min(test_size, len(pairs)),
-            max(0, min(dev_size, len(pairs) - test_size)),
+            min(test_size, len(order)),
+            max(0, min(dev_size, len(order) - test_size)),
         )
-    test = set(pairs[:test_size])
-    dev = set(pairs[test_size : test_size + dev_size])
-    splits: dict[str, list[Example]] = {name: [] for name in SPLITS}
-    for i, example in enumerate(examples):
-        splits["test" if i in test else "dev" if i in dev else "train"].append(example)
-    return splits
+    return set(order[test_size : test_size + dev_size]), set(order[:test_size])
+
+
+def plan_shards(
+    sources: list[SourceConfig],
+    languages: list[str],
+    steps: Steps,
+    out_dir: Path,
+    release: bool = True,
+    allow_restricted: bool = False,
+) -> tuple[list[SourceConfig], dict[str, Path]]:
+    """The sources a build reads (those of ``languages``, licences resolved, checked) and the shard
+    each one writes under ``out_dir/.work/``. Raises before anything is read: licences (filled from the
+    catalogue cards, gated when the corpus is meant for ``release``), files, columns, aligned lengths,
+    names, the decontamination files."""
+    selected: list[SourceConfig] = []
+    for i, source in enumerate(sources):
+        source.check(f"corpus.sources[{i}]")
+        if source.language in languages:
+            selected.append(source)
+        else:
+            log.info(
+                "skipping source %s: language %s is not in this run's languages",
+                source_name(source),
+                source.language,
+            )
+    # Fail before reading anything, not after an hour on the first sources.
+    selected = resolve_sources(selected)
+    check_release(selected, release, allow_restricted)
+    for source in selected:
+        check_source(source)
+    names = Counter(source_name(s) for s in selected)
+    if clash := sorted(n for n, count in names.items() if count > 1):
+        raise ValueError(
+            f"corpus sources share a name ({', '.join(clash)}); set distinct `name`s (they prefix the ids)"
+        )
+    if steps.dedup.decontaminate:
+        for i, path in enumerate(steps.dedup.decontaminate_against):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"corpus.dedup.decontaminate_against[{i}]: no such file: {path}")
+    work_dir = Path(out_dir) / WORK_DIR
+    return selected, {source_name(s): shard_path(work_dir, s, steps) for s in selected}
 
 
 def build_corpus(
@@ -485,63 +411,49 @@ def build_corpus(
     dedup: DedupConfig | None = None,
     workers: int = 0,
     only_source: str = "",
+    executor: str = "local",
 ) -> dict[str, Any]:
     """Read ``sources`` (those whose language is in ``languages``), write into ``out_dir``:
     ``dataset/{train,dev,test}.parquet``, ``stats.json``, ``dropped.jsonl`` and ``quarantine.jsonl``,
     and the dataset card ``dataset/README.md`` with its ``dataset/plots/*.png``. With ``release`` (a
     corpus meant for publication), non-commercial and no-redistribution sources are refused before
     anything is read, unless ``allow_restricted``. ``normalization``, ``pii``, ``filters``, ``langid``
-    and ``dedup`` configure the per-record steps (their defaults when None). Returns the stats written
-    to ``stats.json``.
+    and ``dedup`` configure the per-record steps (their defaults when None).
 
-    The per-record steps of each source run first, ``workers`` sources at a time in a process pool
-    (0: one per core; 1: in this process), each writing a shard under ``out_dir/.work/`` named by a
-    hash of the source, its file's size and time, the step configs and langkit's version. A build killed
-    part-way and run again reuses the finished shards and redoes the rest, so it finishes with the
-    same output as an uninterrupted one; a build that finishes removes them. With ``only_source`` (a source name)
-    only that source's shard is written: one job per source on a scheduler, then one build without it
-    to merge. Every file is written under a temporary name and renamed into place.
+    The per-record steps of each source run first, ``workers`` sources at a time (0: one per core; 1:
+    in this process), in a process pool (``executor="local"``) or on datatrove's local executor
+    (``"datatrove"``), each writing a shard under ``out_dir/.work/`` named by a hash of the source,
+    its file's size and time, the step configs and langkit's version. A build killed part-way and run
+    again reuses the finished shards and redoes the rest, so it finishes with the same output as an
+    uninterrupted one; a build that finishes removes them. With ``only_source`` (a source name) only
+    that source's shard is written: one job per source on a scheduler, then one build without it to
+    merge. Every file is written under a temporary name and renamed into place.
     Returns the stats written to ``stats.json``."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"corpus.executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     out_dir = Path(out_dir)
-    selected: list[SourceConfig] = []
-    for i, source in enumerate(sources):
-        source.check(f"corpus.sources[{i}]")
-        if source.language in languages:
-            selected.append(source)
-        else:
-            log.info(
-                "skipping source %s: language %s is not in this run's languages",
-                source_name(source),
-                source.language,
-            )
-    # Fail before reading anything, not after an hour on the first sources: licences (filled from the
-    # catalogue cards, gated when the corpus is meant for release), files, columns, aligned lengths.
-    selected = resolve_sources(selected)
-    check_release(selected, release, allow_restricted)
-    for source in selected:
-        check_source(source)
-    names = Counter(source_name(s) for s in selected)
-    if clash := sorted(n for n, count in names.items() if count > 1):
-        raise ValueError(
-            f"corpus sources share a name ({', '.join(clash)}); set distinct `name`s (they prefix the ids)"
-        )
-
-    normalization = normalization or NormalizeConfig()
-    pii = pii or PiiConfig()
-    filters = filters or FilterConfig()
-    langid = langid or LangIdConfig()
     dedup = dedup or DedupConfig()
-    if dedup.decontaminate:
-        for i, path in enumerate(dedup.decontaminate_against):
-            if not Path(path).is_file():
-                raise FileNotFoundError(f"corpus.dedup.decontaminate_against[{i}]: no such file: {path}")
+    steps = Steps(
+        normalization or NormalizeConfig(), pii or PiiConfig(), filters or FilterConfig(), langid or LangIdConfig(),
+        dedup,
+    )  # fmt: skip
+    selected, shards = plan_shards(sources, languages, steps, out_dir, release, allow_restricted)
     work_dir = out_dir / WORK_DIR
-    shards = {source_name(s): _shard_path(work_dir, s, normalization, pii, filters, langid) for s in selected}
     if only_source:
         if only_source not in shards:
             raise ValueError(f"--only-source {only_source}: no such source (have: {', '.join(shards)})")
         selected = [s for s in selected if source_name(s) == only_source]
-    _run_sources(selected, shards, normalization, pii, filters, langid, workers)
+    if executor == "datatrove":
+        try:
+            from langkit.corpus.executors import run_sources_datatrove
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "corpus.executor datatrove needs datatrove: pip install 'langkit[datatrove]'"
+            ) from e
+
+        run_sources_datatrove(selected, shards, steps, workers, work_dir)
+    else:
+        run_sources(selected, shards, steps, workers)
     if only_source:
         log.info(
             "source %s: shard %s written; run the build without --only-source to merge",
@@ -549,142 +461,187 @@ def build_corpus(
             shards[only_source],
         )
         return {"shard": str(shards[only_source])}
+    result = _merge(selected, shards, languages, out_dir, dev_size, test_size, seed, steps)
+    _clean_work_dir(work_dir)
+    return result
 
-    steps = {language: _LanguageSteps(language, dedup) for language in languages}
-    kept: dict[str, list[Example]] = {language: [] for language in languages}
-    seen: set[bytes] = set()
+
+def _merge(
+    selected: list[SourceConfig],
+    shards: dict[str, Path],
+    languages: list[str],
+    out_dir: Path,
+    dev_size: int,
+    test_size: int,
+    seed: int,
+    steps: Steps,
+) -> dict[str, Any]:
+    """The global steps over the finished shards, in source order; writes every output."""
+    # A merge killed part-way leaves its temporary files next to the outputs (atomic writes rename them
+    # into place only when whole): remove them, so that a rerun leaves exactly an uninterrupted build's files.
+    for stale in out_dir.rglob(".*.tmp"):
+        if WORK_DIR not in stale.relative_to(out_dir).parts and stale.is_file():
+            stale.unlink()
+    dedup = steps.dedup
+    merge_dir = out_dir / WORK_DIR / MERGE_DIR
+    shutil.rmtree(merge_dir, ignore_errors=True)  # a killed merge's leftovers: the merge is redone
+    merge_dir.mkdir(parents=True)
+    state = {language: _LanguageSteps(language, merge_dir, dedup) for language in languages}
     source_stats: list[dict[str, Any]] = []
     with (
-        _atomic_jsonl(out_dir / "dropped.jsonl") as dropped_file,
-        _atomic_jsonl(out_dir / "quarantine.jsonl") as quarantine_file,
+        atomic_file(out_dir / "dropped.jsonl") as dropped_file,
+        atomic_file(out_dir / "quarantine.jsonl") as quarantine_file,
     ):
         for source in selected:
-            stats = _merge_one(
-                source, shards[source_name(source)], kept[source.language], seen, dropped_file, quarantine_file,
-                steps[source.language],
-            )  # fmt: skip
+            stats = _merge_one(source, shards[source_name(source)], state[source.language], dropped_file,
+                               quarantine_file)  # fmt: skip
             source_stats.append(stats)
+        for language_steps in state.values():
+            language_steps.close()
         # The held-out pairs are chosen first, then the train split is filtered against them (and the
         # other evaluation texts): dev and test keep their sizes, and dropped.jsonl is still open.
-        splits = {
-            language: split_language(kept[language], language, dev_size, test_size, seed)
+        chosen = {
+            language: held_out(state[language].pairs, language, dev_size, test_size, seed)
             for language in languages
         }
-        for language in languages:
-            steps[language].resolve_samples(kept[language])
-        if dedup.decontaminate:
-            removed = _decontaminate(splits, dedup, source_stats, dropped_file)
-            for language in languages:
-                kept[language] = [e for e in kept[language] if e.id not in removed]
-    for s in source_stats:
-        if s["read"] != s["kept"] + sum(s["dropped"].values()) + s["quarantined"]:  # pragma: no cover
-            raise RuntimeError(f"corpus source {s['name']}: read != kept + dropped + quarantined: {s}")
+        decontaminator = _held_out_pass(state, chosen, dedup)
+        counts = _write_splits(state, chosen, decontaminator, out_dir / "dataset", source_stats, dropped_file)
+    for st in source_stats:
+        if st["read"] != st["kept"] + sum(st["dropped"].values()) + st["quarantined"]:  # pragma: no cover
+            raise RuntimeError(f"corpus source {st['name']}: read != kept + dropped + quarantined: {st}")
 
-    split_examples: dict[str, list[Example]] = {name: [] for name in SPLITS}
     language_stats: dict[str, Any] = {}
+    totals = dict.fromkeys(SPLITS, 0)
     for language in languages:
-        examples = kept[language]
-        if not examples:
+        kept, pairs, per_split = counts[language]
+        if not kept:
             log.warning("%s: no text kept from any source", language)
-        per_split = splits[language]
         for name in SPLITS:
-            split_examples[name].extend(per_split[name])
-        own = [s for s in source_stats if s["language"] == language]
+            totals[name] += per_split[name]
+        own = [st for st in source_stats if st["language"] == language]
         dropped = Counter({reason: 0 for reason in DROP_REASONS})
-        for s in own:
-            dropped.update(s["dropped"])
-        pairs = sum(1 for e in examples if e.pivot_text)
+        for st in own:
+            dropped.update(st["dropped"])
         language_stats[language] = {
-            "read": sum(s["read"] for s in own),
-            "kept": len(examples),
+            "read": sum(st["read"] for st in own),
+            "kept": kept,
             "dropped": dict(dropped),
-            "quarantined": sum(s["quarantined"] for s in own),
+            "quarantined": sum(st["quarantined"] for st in own),
             "pairs": pairs,
-            "monolingual": len(examples) - pairs,
-            "splits": {name: len(per_split[name]) for name in SPLITS},
-            **steps[language].stats(),
+            "monolingual": kept - pairs,
+            "splits": per_split,
+            **state[language].stats(),
         }
-
-    for name in SPLITS:
-        write_split(out_dir / "dataset" / f"{name}.parquet", split_examples[name])
     result = {
         "languages": language_stats,
         "sources": source_stats,
-        "splits": {name: len(split_examples[name]) for name in SPLITS},
+        "splits": totals,
         "steps": {
-            "normalize": asdict(normalization),
-            "pii": asdict(pii),
-            "filters": asdict(filters),
-            "langid": asdict(langid),
+            "normalize": asdict(steps.normalize),
+            "pii": asdict(steps.pii),
+            "filters": asdict(steps.filters),
+            "langid": asdict(steps.langid),
             "dedup": asdict(dedup),
         },
     }
     write_json(out_dir / "stats.json", result)
     write_dataset_card(out_dir, result)
-    _clean_work_dir(work_dir)
-    log.info("corpus written to %s: %s", out_dir, ", ".join(f"{n} {len(split_examples[n])}" for n in SPLITS))
+    log.info("corpus written to %s: %s", out_dir, ", ".join(f"{n} {totals[n]}" for n in SPLITS))
     return result
 
 
 def _merge_one(
     source: SourceConfig,
     shard: Path,
-    kept: list[Example],
-    seen: set[bytes],
+    steps: _LanguageSteps,
     dropped_file: IO[str],
     quarantine_file: IO[str],
-    steps: _LanguageSteps,
 ) -> dict[str, Any]:
-    """Replay one source's shard into ``kept`` (dropping exact and near duplicates of records kept
-    before, in any source), writing its dropped and quarantined records; return its counts."""
+    """Replay one source's shard, ``MERGE_CHUNK`` records at a time, into its language's spool
+    (dropping exact and near duplicates of records kept before, in any source of the language),
+    writing its dropped and quarantined records; return its counts."""
     name = source_name(source)
+    language = source.language
     pivot_language = source.pivot_language if source.pivot_field or source.pivot_path else ""
-    read = quarantined = 0
-    kept_before = len(kept)
+    read = quarantined = n_kept = 0
     dropped = Counter({reason: 0 for reason in DROP_REASONS})
-    for item in _read_shard(shard):
-        if "report" in item:
-            steps.reports.append(item["report"])
-            continue
-        read += 1
-        where = {"source": name, "file": source.path, "line": item["line"]}
-        if "error" in item:
-            quarantined += 1
-            _write_jsonl_line(quarantine_file, {**where, "reason": item["error"], "raw": item["raw"]})
-            continue
-        text, pivot, tags, reason = item["text"], item["pivot"], item["tags"], item["reason"]
-        near: Match | None = None
-        if not reason:
-            key = _dedup_key(source.language, text, pivot)
-            if key in seen:
-                reason = "duplicate"
-            elif near := steps.near_duplicate(f"{name}:{item['line']}", text, pivot):
-                reason = "near_duplicate"
-            else:
-                # Only kept records enter the seen-set: a duplicate is always of a record kept before.
-                seen.add(key)
-        if reason:
-            dropped[reason] += 1
-            line = {**where, "reason": reason, "text": text, "pivot_text": pivot, "normalization": tags}
-            if near is not None:
-                line.update(duplicate_of=near.key, similarity=near.similarity)
-            _write_jsonl_line(dropped_file, line)
-            continue
-        kept.append(
-            Example(
-                id=f"{name}:{item['line']}",
-                language=source.language,
-                text=text,
-                pivot_language=pivot_language if pivot else "",
-                pivot_text=pivot,
-                source=name,
-                license=source.license,
-                file=source.path,
-                line=item["line"],
-                normalization=tags,
-            )
-        )
-    n_kept = len(kept) - kept_before
+    index = steps.near_duplicates
+    num_perm = steps.dedup.num_perm
+    items = read_shard(shard)
+    with open(signature_path(shard), "rb") if index is not None else nullcontext() as sig_file:
+        while chunk := list(islice(items, MERGE_CHUNK)):
+            candidates = [it for it in chunk if "text" in it and not it["reason"]]
+            digests = np.fromiter(
+                (_digest(language, it["text"], it["pivot"]) for it in candidates), dtype=np.uint64, count=len(candidates)
+            )  # fmt: skip
+            # Against the records of earlier chunks: one vectorized search for the whole chunk.
+            earlier = steps.seen.contains_flushed(digests).tolist()
+            if index is not None:
+                signed = [it for it in candidates if it["sig"]]
+                data = sig_file.read(4 * num_perm * len(signed))  # type: ignore[union-attr]
+                sigs = np.frombuffer(data, dtype="<u4").reshape(len(signed), num_perm)
+                short = np.array([bool(it["short"]) for it in signed], dtype=bool)
+                keys = index.band_keys(sigs)
+                best, best_similarity = index.match_flushed(sigs, short, keys)
+            c = s = 0
+            for item in chunk:
+                if "report" in item:
+                    steps.reports.append(item["report"])
+                    continue
+                read += 1
+                where = {"source": name, "file": source.path, "line": item["line"]}
+                if "error" in item:
+                    quarantined += 1
+                    write_jsonl_line(quarantine_file, {**where, "reason": item["error"], "raw": item["raw"]})
+                    continue
+                text, pivot, tags, reason = item["text"], item["pivot"], item["tags"], item["reason"]
+                key = f"{name}:{item['line']}"
+                near: Match | None = None
+                if not reason:
+                    digest = int(digests[c])
+                    duplicate = earlier[c] or steps.seen.in_pending(digest)
+                    c += 1
+                    row = -1
+                    if index is not None and item["sig"]:
+                        row, s = s, s + 1
+                    if duplicate:
+                        reason = "duplicate"
+                    elif row >= 0 and (
+                        near := index.check_and_add_signature(  # type: ignore[union-attr]
+                            key,
+                            sigs[row],
+                            bool(short[row]),
+                            keys[row],
+                            (int(best[row]), float(best_similarity[row])),
+                        )
+                    ):
+                        reason = "near_duplicate"
+                        steps.near_duplicate(key, text, pivot, near)
+                    else:
+                        # Only kept records enter the seen-set: a duplicate is always of a record kept before.
+                        steps.seen.add(digest)
+                if reason:
+                    dropped[reason] += 1
+                    line = {
+                        **where,
+                        "reason": reason,
+                        "text": text,
+                        "pivot_text": pivot,
+                        "normalization": tags,
+                    }
+                    if near is not None:
+                        line.update(duplicate_of=near.key, similarity=near.similarity)
+                    write_jsonl_line(dropped_file, line)
+                    continue
+                steps.keep(
+                    (key, language, text, pivot_language if pivot else "", pivot, name, source.license, source.path,
+                     item["line"], tags),
+                    bool(pivot),
+                )  # fmt: skip
+                n_kept += 1
+            steps.seen.flush()
+            if index is not None:
+                index.flush()
     if read != n_kept + sum(dropped.values()) + quarantined:  # pragma: no cover - a bug in langkit
         raise RuntimeError(
             f"corpus source {name}: read {read} != kept {n_kept} + dropped {dict(dropped)} + quarantined {quarantined}"
@@ -715,53 +672,141 @@ def _merge_one(
     }
 
 
-def _decontaminate(
-    splits: dict[str, dict[str, list[Example]]],
-    cfg: DedupConfig,
+def _spool_batches(steps: _LanguageSteps) -> Iterable[tuple[int, Any]]:
+    """A language's kept records back from its spool: (number of the first, pyarrow record batch)."""
+    import pyarrow.parquet as pq
+
+    start = 0
+    with pq.ParquetFile(steps.spool.path) as f:
+        for batch in f.iter_batches(batch_size=SPOOL_ROWS):
+            yield start, batch
+            start += batch.num_rows
+
+
+def _held_out_pass(
+    state: dict[str, _LanguageSteps], chosen: dict[str, tuple[set[int], set[int]]], dedup: DedupConfig
+) -> Decontaminator | None:
+    """One pass over the spools for the few records needed whole before the splits are written: the
+    dev and test records (the decontaminator's evaluation texts) and the kept side of the
+    near-duplicate samples. Returns the decontaminator (None when decontamination is off)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    held: dict[str, dict[int, dict[str, Any]]] = {}
+    for language, steps in state.items():
+        dev, test = chosen[language]
+        wanted_ids = pa.array(sorted({s["kept_id"] for s in steps.near_duplicate_samples}), type=pa.string())
+        numbers = np.array(sorted(dev | test), dtype=np.int64)
+        rows: dict[int, dict[str, Any]] = {}
+        by_id: dict[str, dict[str, Any]] = {}
+        for start, batch in _spool_batches(steps):
+            local = numbers[(numbers >= start) & (numbers < start + batch.num_rows)] - start
+            for i, row in zip(local.tolist(), batch.take(pa.array(local)).to_pylist(), strict=True):
+                rows[start + i] = row
+            if len(wanted_ids):
+                hits = np.flatnonzero(
+                    pc.is_in(batch.column("id"), value_set=wanted_ids).to_numpy(zero_copy_only=False)
+                )
+                for row in batch.take(pa.array(hits, type=pa.int64())).to_pylist():
+                    by_id[row["id"]] = row
+        held[language] = rows
+        for sample in steps.near_duplicate_samples:
+            if (row := by_id.get(sample["kept_id"])) is not None:
+                sample.update(kept=row["text"], kept_pivot=row["pivot_text"])
+    if not dedup.decontaminate:
+        return None
+    decontaminator = Decontaminator(dedup.ngram, dedup.decontaminate_min_words)
+    for language, rows in held.items():
+        dev, test = chosen[language]
+        for name, split in (("dev", dev), ("test", test)):
+            for number in sorted(split):
+                row = rows[number]
+                decontaminator.add(row["text"], f"{name}:{row['id']}")
+                if row["pivot_text"]:
+                    decontaminator.add(row["pivot_text"], f"{name}:{row['id']}:pivot")
+    for path in dedup.decontaminate_against:
+        decontaminator.add_file(path)
+    return decontaminator
+
+
+def _write_splits(
+    state: dict[str, _LanguageSteps],
+    chosen: dict[str, tuple[set[int], set[int]]],
+    decontaminator: Decontaminator | None,
+    dataset_dir: Path,
     source_stats: list[dict[str, Any]],
     dropped_file: IO[str],
-) -> set[str]:
-    """Remove from every language's train split the records whose text or pivot overlaps a dev or
-    test text of any language (multi-way corpora share pivot sentences) or a segment of the
-    ``decontaminate_against`` files; write them to ``dropped_file``, move them from kept to dropped in
-    ``source_stats``, and return their ids."""
-    decontaminator = Decontaminator(cfg.ngram, cfg.decontaminate_min_words)
-    for per_split in splits.values():
-        for name in ("dev", "test"):
-            for example in per_split[name]:
-                decontaminator.add(example.text, f"{name}:{example.id}")
-                if example.pivot_text:
-                    decontaminator.add(example.pivot_text, f"{name}:{example.id}:pivot")
-    for path in cfg.decontaminate_against:
-        decontaminator.add_file(path)
+) -> dict[str, tuple[int, int, dict[str, int]]]:
+    """Stream every language's spool into the three split files (languages in order, each in kept
+    order), removing from train the records whose text or pivot overlaps an evaluation text: written
+    to ``dropped_file`` and moved from kept to dropped in ``source_stats``. Returns, per language, the
+    records kept, the pairs among them and the rows per split."""
+    import pyarrow as pa
+
+    outs = {name: ParquetRows(dataset_dir / f"{name}.parquet") for name in SPLITS}
     by_name = {s["name"]: s for s in source_stats}
-    removed: set[str] = set()
-    per_source: Counter[str] = Counter()
-    for per_split in splits.values():
-        train = []
-        for example in per_split["train"]:
-            overlap = decontaminator.find(example.text)
-            if overlap is None and example.pivot_text:
-                overlap = decontaminator.find(example.pivot_text)
-            if overlap is None:
-                train.append(example)
-                continue
-            removed.add(example.id)
-            per_source[example.source] += 1
-            stats = by_name[example.source]
-            stats["kept"] -= 1
-            stats["dropped"]["decontaminated"] += 1
-            _write_jsonl_line(
-                dropped_file,
-                {"source": example.source, "file": example.file, "line": example.line, "reason": "decontaminated",
-                 "text": example.text, "pivot_text": example.pivot_text, "normalization": example.normalization,
-                 "overlap": overlap[0], "overlaps": overlap[1]},
-            )  # fmt: skip
-        per_split["train"] = train
-    log.info(
-        "decontamination: %d evaluation segments; %d training records removed (%s)",
-        len(decontaminator),
-        len(removed),
-        ", ".join(f"{name} {n}" for name, n in per_source.items()) or "none",
-    )
-    return removed
+    counts: dict[str, tuple[int, int, dict[str, int]]] = {}
+    removed: Counter[str] = Counter()
+    try:
+        for language, steps in state.items():
+            dev, test = chosen[language]
+            held = np.array(sorted(dev | test), dtype=np.int64)
+            per_split = dict.fromkeys(SPLITS, 0)
+            lost_pairs = 0
+            for start, batch in _spool_batches(steps):
+                numbers = np.arange(start, start + batch.num_rows)
+                train = ~np.isin(numbers, held)
+                for name, chosen_numbers in (("dev", dev), ("test", test)):
+                    mask = np.isin(
+                        numbers, np.fromiter(chosen_numbers, dtype=np.int64, count=len(chosen_numbers))
+                    )
+                    if mask.any():
+                        outs[name].append_table(batch.filter(pa.array(mask)))
+                        per_split[name] += int(mask.sum())
+                if decontaminator is not None:
+                    texts = batch.column("text").to_pylist()
+                    pivots = batch.column("pivot_text").to_pylist()
+                    for i in np.flatnonzero(train).tolist():
+                        overlap = decontaminator.find(texts[i])
+                        if overlap is None and pivots[i]:
+                            overlap = decontaminator.find(pivots[i])
+                        if overlap is None:
+                            continue
+                        train[i] = False
+                        row = batch.slice(i, 1).to_pylist()[0]
+                        lost_pairs += bool(row["pivot_text"])
+                        removed[row["source"]] += 1
+                        stats = by_name[row["source"]]
+                        stats["kept"] -= 1
+                        stats["dropped"]["decontaminated"] += 1
+                        write_jsonl_line(
+                            dropped_file,
+                            {"source": row["source"], "file": row["file"], "line": row["line"], "reason": "decontaminated",
+                             "text": row["text"], "pivot_text": row["pivot_text"], "normalization": row["normalization"],
+                             "overlap": overlap[0], "overlaps": overlap[1]},
+                        )  # fmt: skip
+                outs["train"].append_table(batch.filter(pa.array(train)))
+                per_split["train"] += int(train.sum())
+            kept = sum(per_split.values())
+            counts[language] = (kept, len(steps.pairs) - lost_pairs, per_split)
+        for out in outs.values():
+            out.close()
+    except BaseException:
+        for out in outs.values():
+            out.abort()
+        raise
+    if decontaminator is not None:
+        log.info(
+            "decontamination: %d evaluation segments; %d training records removed (%s)",
+            len(decontaminator),
+            sum(removed.values()),
+            ", ".join(f"{name} {n}" for name, n in removed.items()) or "none",
+        )
+    return counts
+
+
+def _clean_work_dir(work_dir: Path) -> None:
+    """After a full build, remove the shards (the outputs hold everything they did, and a large
+    corpus would otherwise be on disk twice), the merge's spools and the temporary files of any run
+    that was killed."""
+    shutil.rmtree(work_dir, ignore_errors=True)

@@ -38,11 +38,16 @@ Near-duplicates (reason ``near_duplicate``)
     monolingual line is never a near-duplicate of a pair (about half of the pair's shingles are the
     pivot's), so a translation pair is never lost to a line of plain text read earlier.
 
-    Memory grows with the records kept (an index must remember them): per indexed record a
-    ``num_perm``-value uint32 signature (512 bytes at 128) and one entry per band in the band tables
-    (about 90 bytes each in a Python dict): 2.1 KB at the defaults (measured on 100,000 lines), so a
-    million kept lines hold about 2 GB. Speed: about 4,600 lines of 120 characters per second on one
-    shared core (``scripts/bench_dedup.py``), most of it numpy call overhead on short arrays.
+    Memory grows with the records kept (an index must remember them), compactly
+    (:mod:`langkit.corpus.stores`): per indexed record one 8-byte entry per band in sorted numpy
+    arrays (128 bytes at 16 bands), its key (about 25 bytes) and a byte; its ``num_perm``-value uint32
+    signature (512 bytes at 128) in a file when the index has one (the corpus build's), else in
+    memory. Band keys are the high 32 bits of the folded band, so unrelated records share a key with
+    probability about ``n / 2^32`` per band: one more candidate to check, never a wrong drop.
+    Signatures are computed in batches (:meth:`MinHasher.signatures`, one set of numpy calls per
+    batch; about 40,000 lines of 60 characters a second on one core), in the corpus build's
+    per-source phase, so its worker processes share that work; the merge only looks up band keys,
+    a chunk of records at a time (:meth:`NearDuplicateIndex.match_flushed`).
 
 Decontamination (reason ``decontaminated``)
     :class:`Decontaminator` holds evaluation texts (the corpus's own dev and test pairs, both sides,
@@ -74,9 +79,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from langkit.corpus.stores import BandTable, SignatureStore, StringTable
 from langkit.utils import get_logger
 
-__all__ = ["REASONS", "Decontaminator", "Match", "NearDuplicateIndex", "dedup_text"]
+__all__ = ["REASONS", "Decontaminator", "Match", "MinHasher", "NearDuplicateIndex", "dedup_text"]
 
 log = get_logger("corpus.dedup")
 
@@ -89,7 +95,6 @@ REASONS = {
 _U64 = np.uint64
 _POLY = _U64(0x100000001B3)  # odd base of the rolling polynomial hash of shingles (the 64-bit FNV prime)
 _PIVOT_SALT = _U64(0x9E3779B97F4A7C15)  # xor-ed into pivot shingles so they never equal target ones
-_BLOCK = 4096  # signatures are stored in blocks of this many rows, so the store grows without copies
 
 
 @lru_cache(maxsize=1)
@@ -116,16 +121,6 @@ def _mix32(h: np.ndarray) -> np.ndarray:
     return (h >> _U64(32)).astype(np.uint32)
 
 
-def _rolling(units: np.ndarray, n: int) -> np.ndarray:
-    """Polynomial hashes of every window of ``n`` consecutive units ([len - n + 1] uint64), or of the
-    whole sequence when it is shorter than ``n`` ([1]): a short text is one shingle, not none."""
-    n = min(n, len(units))
-    # A [windows, n] view of the contiguous units (no copy; built directly, sliding_window_view costs
-    # more than the product here) times [n] powers of _POLY: one C loop instead of n numpy calls.
-    windows = np.ndarray((len(units) - n + 1, n), dtype=np.uint64, buffer=units, strides=(8, 8))
-    return windows @ _powers(n)
-
-
 @lru_cache(maxsize=16)
 def _powers(n: int) -> np.ndarray:
     return np.array([pow(int(_POLY), n - 1 - k, 2**64) for k in range(n)], dtype=np.uint64)
@@ -138,6 +133,149 @@ class Match(NamedTuple):
     similarity: float
 
 
+class MinHasher:
+    """MinHash signatures of texts (and their pivots), many at a time.
+
+    A record's shingles are the ``shingle``-unit windows of its dedup form (characters or words), the
+    pivot's xor-ed with a salt; a text shorter than one window is one shingle. The i-th hash function
+    is ``(a_i * x + b_i) mod 2^32`` of the 32-bit mixed shingle hash ``x``. Deterministic: the
+    functions come from ``seed`` and no Python ``hash`` is involved, so the corpus build's workers
+    (other processes, other machines) compute the same signatures."""
+
+    def __init__(
+        self,
+        num_perm: int = 128,
+        shingle: int = 5,
+        shingle_unit: str = "char",
+        min_words: int = 5,
+        seed: int = 0,
+    ) -> None:
+        if shingle < 1 or shingle_unit not in ("char", "word"):
+            raise ValueError(
+                f"shingle must be >= 1 and shingle_unit char or word, got {shingle} {shingle_unit!r}"
+            )
+        self.num_perm = num_perm
+        self.shingle = shingle
+        self.shingle_unit = shingle_unit
+        self.min_words = min_words
+        rng = np.random.default_rng(seed)  # PCG64: the same numbers on every platform
+        # a_i odd: a bijection of the 32-bit values, computed for all functions at once in uint32,
+        # which numpy vectorizes (uint64 products it does not). [num_perm] each.
+        self.a = rng.integers(0, 2**32, size=num_perm, dtype=np.uint32) | np.uint32(1)
+        self.b = rng.integers(0, 2**32, size=num_perm, dtype=np.uint32)
+        self._buffer = np.empty((0, num_perm), dtype=np.uint32)  # [shingles, num_perm], reused
+        self._wide = np.empty((num_perm, 0), dtype=np.uint32)  # [num_perm, windows], for batches
+
+    def signature(self, text: str, pivot: str = "") -> tuple[np.ndarray | None, bool]:
+        """The signature ([num_perm] uint32) of one record, or None when neither text has a letter,
+        digit or other non-punctuation character; and whether the text is short (fewer than
+        ``min_words`` words)."""
+        # The same hashes as signatures(), without its batch bookkeeping (overhead on one record).
+        form = dedup_text(text)
+        short = form.count(" ") + 1 < self.min_words if form else True
+        parts = []
+        if form:
+            parts.append(self._windows(form))
+        if pivot and (pivot_form := dedup_text(pivot)):
+            parts.append(self._windows(pivot_form) ^ _PIVOT_SALT)
+        if not parts:
+            return None, short
+        x = _mix32(parts[0] if len(parts) == 1 else np.concatenate(parts))  # [shingles] uint32
+        if len(x) > len(self._buffer):
+            self._buffer = np.empty((max(len(x), 2 * len(self._buffer)), self.num_perm), dtype=np.uint32)
+        h = np.multiply(x[:, None], self.a, out=self._buffer[: len(x)])
+        np.add(h, self.b, out=h)
+        return h.min(axis=0), short
+
+    def _windows(self, form: str) -> np.ndarray:
+        """[windows] uint64 polynomial hashes of one non-empty dedup form's shingles."""
+        n = self.shingle
+        if self.shingle_unit == "char":
+            units = np.frombuffer(form.encode("utf-32-le"), dtype="<u4").astype(np.uint64)
+        else:
+            units = np.array([zlib.crc32(w.encode("utf-8")) for w in form.split()], dtype=np.uint64)
+        if len(units) < n:  # left-padded with zeros: one window, the hash of the whole text
+            units = np.concatenate((np.zeros(n - len(units), dtype=np.uint64), units))
+        windows = np.ndarray((len(units) - n + 1, n), dtype=np.uint64, buffer=units, strides=(8, 8))
+        return windows @ _powers(n)
+
+    def signatures(self, records: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Signatures of many ``(text, pivot)`` records: ``[k, num_perm]`` uint32 for the ``k``
+        records that have one, in order; ``has`` ([n] bool) says which; ``short`` ([n] bool) which
+        texts have fewer than ``min_words`` words. The numpy work is done once for the whole batch
+        (per record it would be call overhead on short arrays)."""
+        n = self.shingle
+        segments: list[str] = []  # the dedup forms, in record order (text, then pivot)
+        salted: list[bool] = []
+        owner: list[int] = []
+        short = np.zeros(len(records), dtype=bool)
+        for r, (text, pivot) in enumerate(records):
+            form = dedup_text(text)
+            short[r] = form.count(" ") + 1 < self.min_words if form else True
+            if form:
+                segments.append(form)
+                salted.append(False)
+                owner.append(r)
+            if pivot and (pivot_form := dedup_text(pivot)):
+                segments.append(pivot_form)
+                salted.append(True)
+                owner.append(r)
+        has = np.zeros(len(records), dtype=bool)
+        if not segments:
+            return np.zeros((0, self.num_perm), dtype=np.uint32), has, short
+        has[owner] = True
+        if self.shingle_unit == "char":
+            # A text shorter than a window is left-padded with zeros: the window's polynomial hash is
+            # then the hash of the whole short text (leading zero terms add nothing).
+            padded = [s if len(s) >= n else "\x00" * (n - len(s)) + s for s in segments]
+            lengths = np.array([len(s) for s in padded], dtype=np.int64)
+            units = np.frombuffer("".join(padded).encode("utf-32-le"), dtype="<u4").astype(np.uint64)
+        else:
+            # crc32, not hash(): Python salts str hashes per process, which would break determinism.
+            words = [[zlib.crc32(w.encode("utf-8")) for w in s.split()] for s in segments]
+            words = [[0] * (n - len(w)) + w if len(w) < n else w for w in words]
+            lengths = np.array([len(w) for w in words], dtype=np.int64)
+            units = np.fromiter((u for w in words for u in w), dtype=np.uint64, count=int(lengths.sum()))
+        # Every window of the concatenation ([T - n + 1] uint64; a [windows, n] strided view times the
+        # [n] powers: one C loop), then only those inside one segment.
+        windows = np.ndarray((len(units) - n + 1, n), dtype=np.uint64, buffer=units, strides=(8, 8))
+        every = windows @ _powers(n)
+        counts = lengths - n + 1  # windows per segment, >= 1
+        starts = np.cumsum(lengths) - lengths
+        first = np.cumsum(counts) - counts  # each segment's first window in the selection
+        total = int(counts.sum())
+        pick = np.repeat(starts, counts) + (np.arange(total) - np.repeat(first, counts))
+        hashes = every[pick]
+        hashes ^= np.repeat(np.where(salted, _PIVOT_SALT, _U64(0)), counts)
+        x = _mix32(hashes)  # [windows] uint32
+        # Each record's windows are contiguous (segments are in record order): its first one.
+        owner_arr = np.array(owner, dtype=np.int64)
+        new_record = np.ones(len(owner_arr), dtype=bool)
+        new_record[1:] = owner_arr[1:] != owner_arr[:-1]
+        bounds = np.append(first[new_record], total)  # [k + 1] window offsets of the records
+        sigs = np.empty((len(bounds) - 1, self.num_perm), dtype=np.uint32)
+        # Records in groups of at most 65,536 windows (a 32 MB buffer at 128 functions), reused.
+        limit = max(1 << 16, int(np.diff(bounds).max()))
+        if self._wide.shape[1] < limit:
+            self._wide = np.empty((self.num_perm, limit), dtype=np.uint32)
+        r = 0
+        while r < len(bounds) - 1:
+            end = max(int(np.searchsorted(bounds, bounds[r] + limit, side="right")) - 1, r + 1)
+            lo, hi = int(bounds[r]), int(bounds[end])
+            # [num_perm, windows]: each function's values of a record are contiguous, so the min per
+            # record (reduceat along the rows) runs over contiguous memory: 5x faster than [windows, P].
+            h = np.multiply(self.a[:, None], x[None, lo:hi], out=self._wide[:, : hi - lo])
+            np.add(h, self.b[:, None], out=h)
+            sigs[r:end] = np.minimum.reduceat(h, bounds[r:end] - lo, axis=1).T
+            r = end
+        return sigs, has, short
+
+
+_FLUSH = 8192  # records indexed one at a time between two flushes of the pending tables
+_QUERY_BLOCK = 1024  # records looked up together in the flushed band tables
+_PAIR_BLOCK = 32_768  # candidate pairs checked together (two [pairs, num_perm] arrays: 16 MB each at 128)
+
+
 class NearDuplicateIndex:
     """MinHash + LSH index of the texts kept so far (one per language).
 
@@ -145,6 +283,13 @@ class NearDuplicateIndex:
     similarity is at least ``threshold`` (the new text is then not indexed: the caller drops it), or
     None after indexing the text. Deterministic: the hash functions come from ``seed`` and the string
     hashing is fixed (no Python ``hash``), so the same input gives the same decisions in every run.
+
+    Storage (:mod:`langkit.corpus.stores`): per indexed record, one 8-byte entry in each band's
+    sorted table (``bands`` x 8 bytes), its key in a string table and a byte; the signature in
+    ``signature_file`` (512 bytes at 128 functions) when given, else in memory. Records indexed since
+    the last :meth:`flush` are also in small dicts, so one record at a time is cheap; the corpus build
+    instead looks up a few thousand records at once (:meth:`match_flushed`), then decides them in
+    order against the records of the same batch (:meth:`check_and_add_signature`), then flushes.
     """
 
     def __init__(
@@ -156,89 +301,105 @@ class NearDuplicateIndex:
         shingle_unit: str = "char",
         min_words: int = 5,
         seed: int = 0,
+        signature_file: Path | None = None,
     ) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         if num_perm < 1 or bands < 1 or num_perm % bands:
             raise ValueError(f"num_perm ({num_perm}) must be a positive multiple of bands ({bands})")
-        if shingle < 1 or shingle_unit not in ("char", "word"):
-            raise ValueError(
-                f"shingle must be >= 1 and shingle_unit char or word, got {shingle} {shingle_unit!r}"
-            )
+        self.hasher = MinHasher(num_perm, shingle, shingle_unit, min_words, seed)
         self.threshold = threshold
         self.num_perm = num_perm
         self.bands = bands
         self.rows = num_perm // bands
-        self.shingle = shingle
-        self.shingle_unit = shingle_unit
-        self.min_words = min_words
-        rng = np.random.default_rng(seed)  # PCG64: the same numbers on every platform
-        # The i-th permutation of the 32-bit shingle hashes x (already well mixed by _mix32) is
-        # (a_i * x + b_i) mod 2^32 with a_i odd: a bijection of the 32-bit values, computed for all
-        # functions at once in uint32, which numpy vectorizes (uint64 products it does not). [num_perm].
-        self._a = rng.integers(0, 2**32, size=num_perm, dtype=np.uint32) | np.uint32(1)
-        self._b = rng.integers(0, 2**32, size=num_perm, dtype=np.uint32)
-        # Random odd uint64 weights that fold a band's rows into one table key ([rows]); two different
-        # bands colliding only costs one more candidate to check against the stored signature.
-        self._fold = rng.integers(0, 2**63, size=self.rows, dtype=np.uint64) * _U64(2) + _U64(1)
-        self._buffer = np.empty((0, num_perm), dtype=np.uint32)  # [shingles, num_perm], reused
-        self._tables: list[dict[int, int | list[int]]] = [{} for _ in range(bands)]
-        self._blocks: list[np.ndarray] = []  # [_BLOCK, num_perm] uint32 each
-        self._keys: list[str] = []
+        # Random odd uint64 weights that fold a band's rows into one key, of which the high 32 bits
+        # are kept ([rows]); two different rows colliding only costs one more candidate to check
+        # against the stored signature.
+        fold = np.random.default_rng((seed, 1)).integers(0, 2**63, size=self.rows, dtype=np.uint64)
+        self._fold = fold * _U64(2) + _U64(1)
+        self._tables = [BandTable() for _ in range(bands)]
+        self._signatures = SignatureStore(num_perm, signature_file)
+        # The records indexed since the last flush: band entries keyed by ``band << 32 | key`` (an int,
+        # or a list when several records share one), their signatures, and their [bands] key rows.
+        self._band_tags = np.arange(bands, dtype=np.uint64) << _U64(32)
+        self._pending: dict[int, int | list[int]] = {}
+        self._pending_sigs: dict[int, np.ndarray] = {}
+        self._pending_keys: list[np.ndarray] = []
+        self._keys = StringTable()
         self._short = bytearray()  # 1 where the indexed record's text has fewer than min_words words
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def _shingles(self, form: str) -> np.ndarray:
-        """64-bit hashes of the shingles of a non-empty dedup form."""
-        if self.shingle_unit == "char":
-            units = np.frombuffer(form.encode("utf-32-le"), dtype="<u4").astype(np.uint64)
-        else:
-            # crc32, not hash(): Python salts str hashes per process, which would break determinism.
-            units = np.array([zlib.crc32(w.encode("utf-8")) for w in form.split()], dtype=np.uint64)
-        return _rolling(units, self.shingle)
+    @property
+    def nbytes(self) -> int:
+        """Bytes held in memory for the flushed records (band tables, keys, short flags)."""
+        return sum(t.nbytes for t in self._tables) + self._keys.nbytes + len(self._short)
 
     def signature(self, text: str, pivot: str = "") -> np.ndarray | None:
         """The MinHash signature ([num_perm] uint32) of ``text`` and ``pivot`` together, or None when
         neither has any letter, digit or other non-punctuation character."""
-        return self._prepare(text, pivot)[0]
+        return self.hasher.signature(text, pivot)[0]
 
-    def _prepare(self, text: str, pivot: str) -> tuple[np.ndarray | None, bool]:
-        """The signature, and whether the text is short (fewer than ``min_words`` words)."""
-        form = dedup_text(text)
-        parts = []
-        if form:
-            parts.append(self._shingles(form))
-        if pivot and (pivot_form := dedup_text(pivot)):
-            parts.append(self._shingles(pivot_form) ^ _PIVOT_SALT)
-        short = form.count(" ") + 1 < self.min_words if form else True
-        if not parts:
-            return None, short
-        x = _mix32(parts[0] if len(parts) == 1 else np.concatenate(parts))  # [shingles] uint32
-        if len(x) > len(self._buffer):
-            self._buffer = np.empty((max(len(x), 2 * len(self._buffer)), self.num_perm), dtype=np.uint32)
-        # [shingles, num_perm] (inner loop over the functions: contiguous, vectorized), reusing one
-        # buffer so long texts do not allocate and fault in fresh pages; min over the shingles.
-        h = np.multiply(x[:, None], self._a, out=self._buffer[: len(x)])
-        np.add(h, self._b, out=h)
-        return h.min(axis=0), short
+    def band_keys(self, sigs: np.ndarray) -> np.ndarray:
+        """[n, bands] uint64 keys (below 2^32) of [n, num_perm] signatures: each band's rows folded."""
+        folded = sigs.reshape(len(sigs), self.bands, self.rows).astype(np.uint64) @ self._fold
+        return folded >> _U64(32)
 
-    def _band_hashes(self, sig: np.ndarray) -> list[int]:
-        # [bands, rows] @ [rows] -> one uint64 key per band (wrapping arithmetic).
-        return (sig.reshape(self.bands, self.rows).astype(np.uint64) @ self._fold).tolist()
+    def match_flushed(
+        self, sigs: np.ndarray, short: np.ndarray, keys: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For [n, num_perm] signatures (``short`` [n] bool, ``keys`` from :meth:`band_keys`), the
+        best match among the records indexed before the last :meth:`flush`: [n] record numbers (-1:
+        none) and [n] similarities. Best: the most similar at or above the needed similarity
+        (``threshold``, or 1.0 when either text is short), the earliest of equals.
 
-    def _stored(self, i: int) -> np.ndarray:
-        return self._blocks[i // _BLOCK][i % _BLOCK]
+        Memory is bounded whatever the number of candidates (text with a small vocabulary can give
+        thousands per record): queries go in blocks of ``_QUERY_BLOCK`` rows, and their candidate
+        pairs are checked ``_PAIR_BLOCK`` at a time."""
+        n = len(sigs)
+        best = np.full(n, -1, dtype=np.int64)
+        best_sim = np.zeros(n, dtype=np.float64)
+        kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        total = len(self._keys) + 1
+        for q in range(0, n, _QUERY_BLOCK):
+            block = keys[q : q + _QUERY_BLOCK]
+            found = [table.lookup_flushed(block[:, b]) for b, table in enumerate(self._tables)]
+            rows = np.concatenate([f[0] for f in found])
+            if not len(rows):
+                continue
+            records = np.concatenate([f[1] for f in found])
+            pairs = np.unique((rows + q) * total + records)  # sorted by row, then record; no repeats
+            del rows, records, found
+            for p in range(0, len(pairs), _PAIR_BLOCK):
+                part = pairs[p : p + _PAIR_BLOCK]
+                rows, records = part // total, part % total
+                unique, inverse = np.unique(records, return_inverse=True)
+                similarity = (
+                    np.count_nonzero(self._signatures.rows(unique)[inverse] == sigs[rows], axis=1)
+                    / self.num_perm
+                )
+                stored_short = np.array([self._short[i] for i in unique.tolist()], dtype=bool)[inverse]
+                ok = similarity >= np.where(short[rows] | stored_short, 1.0, self.threshold)
+                if ok.any():
+                    kept.append((rows[ok], records[ok], similarity[ok]))
+        if not kept:
+            return best, best_sim
+        rows = np.concatenate([k[0] for k in kept])
+        records = np.concatenate([k[1] for k in kept])
+        similarity = np.concatenate([k[2] for k in kept])
+        # Per row, the highest similarity, then the lowest record number.
+        order = np.lexsort((records, -similarity, rows))
+        rows, records, similarity = rows[order], records[order], similarity[order]
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = rows[1:] != rows[:-1]
+        best[rows[first]] = records[first]
+        best_sim[rows[first]] = similarity[first]
+        return best, best_sim
 
-    def find(self, text: str, pivot: str = "") -> Match | None:
-        """The best earlier near-duplicate of ``text`` (+ ``pivot``), without indexing it."""
-        sig, short = self._prepare(text, pivot)
-        return None if sig is None else self._find(sig, short, self._band_hashes(sig))
-
-    def _find(self, sig: np.ndarray, short: bool, hashes: list[int]) -> Match | None:
+    def _match_pending(self, sig: np.ndarray, short: bool, tagged: list[int]) -> tuple[int, float]:
         candidates: set[int] = set()
-        for found in [table.get(h) for table, h in zip(self._tables, hashes, strict=True)]:
+        for found in [self._pending.get(t) for t in tagged]:
             if found is None:
                 continue
             if isinstance(found, int):
@@ -246,44 +407,100 @@ class NearDuplicateIndex:
             else:
                 candidates.update(found)
         if not candidates:
-            return None
+            return -1, 0.0
         order = sorted(candidates)
-        stored = np.stack([self._stored(i) for i in order])
-        similarity = np.count_nonzero(stored == sig, axis=1) / self.num_perm
-        # A short text (either side) is a near-duplicate only of the same shingles: on a line of a
-        # few words one character moves the similarity a lot ("Matie 1" / "Matie 10": 0.75).
-        needed = np.where(np.array([short or bool(self._short[i]) for i in order]), 1.0, self.threshold)
-        similarity = np.where(similarity >= needed, similarity, -1.0)
-        best = int(np.argmax(similarity))  # the first (earliest) of the most similar
-        if similarity[best] < 0:
-            return None
-        return Match(self._keys[order[best]], float(similarity[best]))
+        return self._best(sig, short, order, np.stack([self._pending_sigs[i] for i in order]))
 
-    def check_and_add(self, key: str, text: str, pivot: str = "") -> Match | None:
-        """The earlier near-duplicate of this record, or None after indexing it under ``key``."""
-        sig, short = self._prepare(text, pivot)
-        if sig is None:
-            return None
-        hashes = self._band_hashes(sig)
-        match = self._find(sig, short, hashes)
-        if match is not None:
-            return match
+    def check_and_add_signature(
+        self, key: str, sig: np.ndarray, short: bool, keys: np.ndarray, flushed: tuple[int, float] = (-1, 0.0)
+    ) -> Match | None:
+        """Decide one record from its signature, band keys and best flushed match (from
+        :meth:`match_flushed`; records of the last flush and earlier): its match among every
+        indexed record, or None after indexing it under ``key``."""
+        tagged = (keys | self._band_tags).tolist()
+        record, similarity = self._match_pending(sig, short, tagged)
+        # Flushed records come before pending ones: on equal similarity the flushed one is earlier.
+        if flushed[0] >= 0 and (record < 0 or flushed[1] >= similarity):
+            record, similarity = flushed
+        if record >= 0:
+            return Match(self._keys[record], similarity)
         i = len(self._keys)
-        if i % _BLOCK == 0:
-            self._blocks.append(np.empty((_BLOCK, self.num_perm), dtype=np.uint32))
-        self._blocks[-1][i % _BLOCK] = sig
         self._keys.append(key)
         self._short.append(short)
-        for table, h in zip(self._tables, hashes, strict=True):
-            # Most buckets hold one record: an int, not a list, keeps the table small.
-            found = table.get(h)
+        self._signatures.append(sig)
+        self._pending_sigs[i] = sig
+        self._pending_keys.append(keys)
+        pending = self._pending
+        for t in tagged:
+            # Most entries hold one record: an int, not a list, keeps the dict small.
+            found = pending.get(t)
             if found is None:
-                table[h] = i
+                pending[t] = i
             elif isinstance(found, int):
-                table[h] = [found, i]
+                pending[t] = [found, i]
             else:
                 found.append(i)
         return None
+
+    def flush(self) -> None:
+        """Move the records indexed since the last flush into the sorted band tables."""
+        if not self._pending_keys:
+            return
+        keys = np.stack(self._pending_keys)  # [pending, bands]
+        records = np.arange(len(self._keys) - len(keys), len(self._keys), dtype=np.uint64)
+        for b, table in enumerate(self._tables):
+            table.add(keys[:, b], records)
+        self._pending.clear()
+        self._pending_sigs.clear()
+        self._pending_keys.clear()
+
+    def close(self) -> None:
+        """Close the signature file (when there is one)."""
+        self._signatures.close()
+
+    def _flushed_match(self, sig: np.ndarray, short: bool, keys: np.ndarray) -> tuple[int, float]:
+        # One record: scalar searches, cheaper than match_flushed's vectorized machinery on [1] arrays.
+        candidates = sorted(
+            {i for table, key in zip(self._tables, keys.tolist(), strict=True) for i in table.lookup_one(key)}
+        )
+        if not candidates:
+            return -1, 0.0
+        stored = self._signatures.rows(np.array(candidates, dtype=np.int64))
+        return self._best(sig, short, candidates, stored)
+
+    def _best(
+        self, sig: np.ndarray, short: bool, candidates: list[int], stored: np.ndarray
+    ) -> tuple[int, float]:
+        """The first (earliest) of the most similar ``candidates`` (their signatures ``stored``) at or
+        above the needed similarity, or (-1, 0.0)."""
+        similarity = np.count_nonzero(stored == sig, axis=1) / self.num_perm
+        needed = np.where(np.array([short or bool(self._short[i]) for i in candidates]), 1.0, self.threshold)
+        similarity = np.where(similarity >= needed, similarity, -1.0)
+        best = int(np.argmax(similarity))
+        return (candidates[best], float(similarity[best])) if similarity[best] >= 0 else (-1, 0.0)
+
+    def find(self, text: str, pivot: str = "") -> Match | None:
+        """The best earlier near-duplicate of ``text`` (+ ``pivot``), without indexing it."""
+        sig, short = self.hasher.signature(text, pivot)
+        if sig is None:
+            return None
+        keys = self.band_keys(sig[None])[0]
+        record, similarity = self._match_pending(sig, short, (keys | self._band_tags).tolist())
+        flushed = self._flushed_match(sig, short, keys)
+        if flushed[0] >= 0 and (record < 0 or flushed[1] >= similarity):
+            record, similarity = flushed
+        return Match(self._keys[record], similarity) if record >= 0 else None
+
+    def check_and_add(self, key: str, text: str, pivot: str = "") -> Match | None:
+        """The earlier near-duplicate of this record, or None after indexing it under ``key``."""
+        sig, short = self.hasher.signature(text, pivot)
+        if sig is None:
+            return None
+        keys = self.band_keys(sig[None])[0]
+        match = self.check_and_add_signature(key, sig, short, keys, self._flushed_match(sig, short, keys))
+        if len(self._pending_sigs) >= _FLUSH:
+            self.flush()
+        return match
 
     def add(self, key: str, text: str, pivot: str = "") -> str | None:
         """The key of an earlier near-duplicate of this record (drop it), or None (kept and indexed)."""

@@ -1,0 +1,300 @@
+"""The per-source phase of the corpus build: each source's per-record steps into a shard on disk.
+
+The per-record steps (read, normalize, scrub, quality filters, langid, and the MinHash signature the
+near-duplicate step will need) depend on nothing outside their source, so each source runs on its
+own: in this process, in a process pool (:func:`run_sources`), or as one job of a scheduler
+(``langkit corpus build --only-source NAME``, or the datatrove executor of
+:mod:`langkit.corpus.executors`). Each writes a shard under ``corpus/.work/``:
+
+- ``NAME-DIGEST.jsonl``: one JSON line per record in read order (``{"line", "error", "raw"}`` for
+  a malformed record; ``{"line", "text", "pivot", "tags", "reason"}`` otherwise, plus ``"sig"`` and
+  ``"short"`` when the record reaches the dedup steps and near-duplicates are on), then one
+  ``{"report": ...}`` line with what the steps counted;
+- ``NAME-DIGEST.sig`` (near-duplicates on): the MinHash signatures of the records with ``"sig": 1``,
+  in order, ``num_perm`` little-endian uint32 each.
+
+``DIGEST`` hashes everything the shard's content depends on (source config, the input file's size and
+time, the step configs, langkit's version), so a changed input or config never reuses an old shard.
+Both files are written under temporary names and renamed into place, the ``.sig`` first: a shard
+whose ``.jsonl`` exists is whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from langkit import __version__
+from langkit.config import DedupConfig, FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
+from langkit.corpus.dedup import MinHasher
+from langkit.corpus.filters import check_quality
+from langkit.corpus.langid import LangIdFilter
+from langkit.corpus.normalize import Normalizer
+from langkit.corpus.pii import PLACEHOLDERS, PiiScrubber
+from langkit.corpus.readers import Record, read_source, source_name
+from langkit.utils import get_logger, progress
+
+log = get_logger("corpus")
+
+WORK_DIR = ".work"
+"""Under the corpus folder: one finished shard per source (the per-record steps' results)."""
+CRASH_ENV = "LANGKIT_TEST_CRASH_AFTER_SOURCE"
+"""Test hook: with ``N`` set, the build exits at once (``os._exit(137)``, like a SIGKILL) after the
+N-th source shard is written, to test that a re-run resumes and gives the same output."""
+SIGNATURE_BATCH = 256
+"""Records whose signatures are computed together (one batch of numpy work)."""
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The configs of the per-record steps: what a shard's content depends on besides its source."""
+
+    normalize: NormalizeConfig
+    pii: PiiConfig
+    filters: FilterConfig
+    langid: LangIdConfig
+    dedup: DedupConfig
+
+    def signature_key(self) -> dict[str, Any] | None:
+        """The dedup settings the shard's signatures depend on (None: no signatures)."""
+        d = self.dedup
+        if not d.near_duplicates:
+            return None
+        return {"num_perm": d.num_perm, "shingle": d.shingle, "unit": d.shingle_unit,
+                "min_words": d.min_words, "seed": d.seed}  # fmt: skip
+
+    def hasher(self) -> MinHasher | None:
+        d = self.dedup
+        if not d.near_duplicates:
+            return None
+        return MinHasher(d.num_perm, d.shingle, d.shingle_unit, d.min_words, d.seed)
+
+
+@dataclass
+class _SourceSteps:
+    """The per-record steps of one source (normalize, scrub, filters, langid), with what they
+    counted. They need no state shared between sources, so each source can run in its own process
+    and write its results to a shard; the global steps then read the shards in source order."""
+
+    language: str
+    normalize: NormalizeConfig
+    pii: PiiConfig
+    filters: FilterConfig
+    langid: LangIdFilter | None
+    normalizer: Normalizer = field(init=False)
+    pivot_normalizers: dict[str, Normalizer] = field(init=False, default_factory=dict)
+    scrubber: PiiScrubber = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.scrubber = PiiScrubber(self.pii)
+        self.normalizer = Normalizer(self.language, self.normalize, redact=self._redactor())
+
+    def _redactor(self) -> Any:
+        # Samples of the normalization rules go into stats.json: scrub them with a scrubber of their
+        # own, so that the record counts of self.scrubber stay exact.
+        if not self.pii.enabled:
+            return None
+        scrubber = PiiScrubber(self.pii)
+        return lambda text: scrubber(text)[0]
+
+    def pivot_normalizer(self, pivot_language: str) -> Normalizer:
+        if pivot_language not in self.pivot_normalizers:
+            self.pivot_normalizers[pivot_language] = Normalizer(
+                pivot_language, self.normalize, redact=self._redactor()
+            )
+        return self.pivot_normalizers[pivot_language]
+
+    def process(self, raw_text: str, pivot_language: str, raw_pivot: str) -> tuple[str, str, list[str], str]:
+        """Normalize and scrub one record; return its text, pivot text, tags and drop reason ("" to
+        keep it, unless it is a duplicate)."""
+        text, tags = self.normalizer(raw_text)
+        pivot = ""
+        if pivot_language:
+            pivot, pivot_tags = self.pivot_normalizer(pivot_language)(raw_pivot)
+            tags += [f"pivot:{tag}" for tag in pivot_tags]
+        if self.pii.enabled:
+            text, kinds = self.scrubber(text)
+            tags += [f"pii:{kind}" for kind in kinds]
+            if pivot:
+                pivot, kinds = self.scrubber(pivot)
+                tags += [f"pivot:pii:{kind}" for kind in kinds]
+        if not text.strip():
+            return text, pivot.strip(), tags, "empty"
+        reason = check_quality(text, self.language, self.filters)
+        if reason is None and self.langid is not None:
+            reason = self.langid(text, self.language)
+        return text, pivot.strip(), tags, reason or ""
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "normalization": self.normalizer.report(),
+            "pivot_normalization": {code: n.report() for code, n in self.pivot_normalizers.items()},
+            "pii": {kind: self.scrubber.counts[kind] for kind in PLACEHOLDERS},
+        }
+
+
+def umask_mode(path: str) -> None:
+    """mkstemp creates 0600 files; give the output the usual permissions (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """A file written under a temporary name, synced and renamed into place on success."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+            # On disk before the rename: after a crash the name holds the whole file or nothing.
+            f.flush()
+            os.fsync(f.fileno())
+        umask_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl_line(f: IO[str], data: dict[str, Any]) -> None:
+    f.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+def _file_stamp(path: str) -> list[int] | None:
+    # A changed input file must not reuse an old shard; size and mtime catch an edit without reading
+    # the whole file again (a Hub id or a missing path has no stamp).
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def shard_path(work_dir: Path, source: SourceConfig, steps: Steps) -> Path:
+    """The shard of one source's per-record steps (its ``.jsonl``; the ``.sig`` beside it), named by
+    a hash of everything its content depends on: the source config and files, the per-record step
+    configs, the signature settings and langkit's version."""
+    key = {
+        "source": asdict(source),
+        "stamps": [_file_stamp(source.path), _file_stamp(source.pivot_path) if source.pivot_path else None],
+        "steps": [asdict(steps.normalize), asdict(steps.pii), asdict(steps.filters), asdict(steps.langid)],
+        "signatures": steps.signature_key(),
+        "langkit": __version__,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in source_name(source))
+    return work_dir / f"{safe}-{digest}.jsonl"
+
+
+def signature_path(shard: Path) -> Path:
+    return shard.with_suffix(".sig")
+
+
+def process_source(source: SourceConfig, shard: Path, steps: Steps) -> str:
+    """Run the per-record steps over one source into its shard (see the module docstring); written
+    atomically, so a shard that exists is whole. Returns the shard's path."""
+    langid_filter = LangIdFilter(steps.langid) if steps.langid.enabled else None
+    source_steps = _SourceSteps(source.language, steps.normalize, steps.pii, steps.filters, langid_filter)
+    hasher = steps.hasher()
+    name = source_name(source)
+    pivot_language = source.pivot_language if source.pivot_field or source.pivot_path else ""
+    record: Record
+    # The .sig is renamed into place first (the inner block ends first), then the .jsonl.
+    with atomic_file(shard) as f:
+        with atomic_file(signature_path(shard), "wb") if hasher else _no_file() as sig_file:
+            pending: list[dict[str, Any]] = []  # lines held until their batch's signatures are written
+            candidates: list[dict[str, Any]] = []
+
+            def flush() -> None:
+                if hasher is not None and candidates:
+                    sigs, has, short = hasher.signatures([(c["text"], c["pivot"]) for c in candidates])
+                    for item, h, s in zip(candidates, has.tolist(), short.tolist(), strict=True):
+                        item.update(sig=int(h), short=int(s))
+                    sig_file.write(sigs.astype("<u4", copy=False).tobytes())
+                for item in pending:
+                    write_jsonl_line(f, item)
+                pending.clear()
+                candidates.clear()
+
+            for record in progress(read_source(source), desc=f"corpus: {name}"):
+                if record.error:
+                    pending.append({"line": record.line, "error": record.error, "raw": record.raw})
+                else:
+                    # A paired source's row with an empty pivot still gives monolingual text.
+                    text, pivot, tags, reason = source_steps.process(
+                        record.text, pivot_language, record.pivot_text
+                    )
+                    item = {"line": record.line, "text": text, "pivot": pivot, "tags": tags, "reason": reason}
+                    pending.append(item)
+                    if not reason:
+                        candidates.append(item)
+                if len(candidates) >= SIGNATURE_BATCH or len(pending) >= 8 * SIGNATURE_BATCH:
+                    flush()
+            flush()
+            write_jsonl_line(f, {"report": source_steps.report()})
+    return str(shard)
+
+
+@contextmanager
+def _no_file() -> Iterator[Any]:
+    yield None
+
+
+def read_shard(shard: Path) -> Iterator[dict[str, Any]]:
+    with open(shard, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def run_sources(sources: list[SourceConfig], shards: dict[str, Path], steps: Steps, workers: int) -> None:
+    """Write the shards that are missing, ``workers`` sources at a time (0: one per core)."""
+    todo = [s for s in sources if not shards[source_name(s)].is_file()]
+    if len(todo) < len(sources):
+        log.info("reusing %d finished source shard(s) in %s", len(sources) - len(todo), WORK_DIR)
+    crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
+    done = 0
+
+    def finished(path: str) -> None:
+        nonlocal done
+        done += 1
+        log.info("source shard written: %s", Path(path).name)
+        if crash_after and done >= crash_after:
+            flush_logs()
+            os._exit(137)
+
+    n = min(workers or os.cpu_count() or 1, len(todo))
+    if n <= 1:
+        for source in todo:
+            finished(process_source(source, shards[source_name(source)], steps))
+        return
+    import multiprocessing
+
+    # spawn, not fork: a forked child would inherit the parent's threads' locks (tqdm, logging).
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(process_source, s, shards[source_name(s)], steps) for s in todo]
+        # Results are collected in source order; the shards are what matters, not the order they end.
+        try:
+            for future in futures:
+                finished(future.result())
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # fail now, not after every other source has been read
+            raise
+
+
+def flush_logs() -> None:
+    """os._exit skips the interpreter's shutdown: flush what was logged so a test can see it."""
+    for handler in logging.getLogger("langkit").handlers:
+        handler.flush()
+    sys.stderr.flush()
