@@ -77,5 +77,6 @@ def run_pipeline(cfg: RunConfig, out: str | Path, stages: Sequence[str] = tuple(
         stage_runner(stage)(cfg, run_dir)
         timings[stage] = round(time.perf_counter() - start, 2)
         log.info("%s done in %.1f s", stage, timings[stage])
-    write_json(run_dir.root / "timings.json", timings)
+    if int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch / torchrun
+        write_json(run_dir.root / "timings.json", timings)
     return run_dir

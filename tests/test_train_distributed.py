@@ -47,6 +47,18 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "train" / "adapter" / "adapter_model.safetensors"))
 
 
+def _assert_same_adapter(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], learning_rate: float) -> None:
+    """Equal up to float32 summation order. AdamW divides by the gradient's running magnitude, so an element
+    whose gradient is near 0 can move by up to a learning rate on a rounding difference alone: every element
+    within a tenth of the learning rate, and each tensor as a whole within 1e-4 of its norm (a real
+    difference, another batch or a lost step, moves every element by about a learning rate)."""
+    assert got.keys() == expected.keys()
+    for key in expected:
+        diff = (got[key] - expected[key]).abs()
+        assert diff.max() <= learning_rate / 10, (key, diff.max())
+        assert diff.norm() <= 1e-4 * max(expected[key].norm(), 1e-12), (key, diff.norm(), expected[key].norm())
+
+
 def test_two_processes_match_one_process_with_the_same_global_batch(extended_tokenizer, tmp_path):
     _, _, folder = extended_tokenizer
     settings = dict(max_steps=MAX_STEPS, save_every=SAVE_EVERY, keep_checkpoints=2, max_length=96)
@@ -76,8 +88,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(extended_tok
     assert not any(p.name.startswith(".") for p in distributed.train.iterdir())
     two, one = _adapter(distributed.root), _adapter(reference.root)
     assert two.keys() == one.keys() and any("experts" in k for k in one)
-    for key in one:
-        assert torch.allclose(two[key], one[key], atol=1e-5, rtol=0), (key, (two[key] - one[key]).abs().max())
+    _assert_same_adapter(two, one, _config().train.learning_rate)
     assert any(not torch.equal(one[k], torch.zeros_like(one[k])) for k in one if "lora_B" in k)
 
     # The 2-process checkpoint of step 2 resumes in one process (same global batch) to the same adapter.
@@ -87,8 +98,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(extended_tok
     train_mod.run(_config(batch_size=2, **settings), resumed)
     assert json.loads((resumed.train / "metadata.json").read_text())["resumed_from"] == SAVE_EVERY
     again = _adapter(resumed.root)
-    for key in one:
-        assert torch.allclose(again[key], one[key], atol=1e-5, rtol=0), key
+    _assert_same_adapter(again, one, _config().train.learning_rate)
 
 
 def test_adapter_gathered_from_shards_saves_like_the_model_itself(extended_tokenizer, tmp_path):

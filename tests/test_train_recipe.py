@@ -192,6 +192,14 @@ def test_rapl_reader_on_a_fake_powercap_folder(tmp_path):
     _zone(root, "intel-rapl:0:0", 9_000_000)
     _zone(root, "intel-rapl:1", 500_000)  # wrapped: +1.5 J
     assert meter.stop() == ("measured-rapl", pytest.approx(4.0))
+    # Read every step, the counter may wrap any number of times over a run: each step's progress is added.
+    _zone(root, "intel-rapl:1", 2**32 - 1_000_000)
+    long_run = energy_mod.EnergyMeter("cpu", powercap=root).start()
+    for _ in range(3):  # each round: four steps of 2**30 uJ, one whole turn of the counter (it wraps once)
+        for quarter in (1, 2, 3, 4):
+            _zone(root, "intel-rapl:1", (2**32 - 1_000_000 + quarter * 2**30) % 2**32)
+            long_run.tick()
+    assert long_run.stop() == ("measured-rapl", pytest.approx(3 * 2**32 / 1e6))
     # Another process on the same machine: same method, but it does not count the packages twice.
     other = energy_mod.EnergyMeter("cpu", powercap=root, measure_cpu=False).start()
     assert other.stop() == ("measured-rapl", 0.0)

@@ -296,6 +296,10 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
     if state is not None:
         load_optimizer_state(accelerator, wrapped, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        # The scheduler's state does not set the optimizer's rate: where the optimizer state came back it
+        # already holds it, but under ZeRO-3 it does not come back, so set it from the schedule here.
+        for group, rate in zip(optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = rate
     device = accelerator.device
     meter = EnergyMeter(device.type, device.index or 0, measure_cpu=accelerator.local_process_index == 0).start()
 
@@ -341,6 +345,7 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
             batch = next_batch(stream, examples, train, pad_id, sliding_window, rank, processes)
             lr = scheduler.get_last_lr()[0]
             loss, grad_norm = _training_step(wrapped, batch, optimizer, scheduler, params, accelerator)
+            meter.tick()
             tokens_seen += batch.tokens
             slots_seen += batch.slots
             losses.append(loss)

@@ -121,17 +121,29 @@ class EnergyMeter:
         self._t0 = time.perf_counter()
         return self
 
+    def tick(self) -> None:
+        """Add up the RAPL counters' progress since the last reading. A package's counter wraps every 30-60
+        minutes under load (at about 262 kJ), and a difference can only tell one wrap: the training loop
+        calls this every step, so no two readings are a wrap apart."""
+        if self.method != MEASURED_RAPL:
+            return
+        now = read_rapl(self.powercap or POWERCAP)
+        if now is None or now.keys() != (self._rapl or {}).keys():
+            log.warning("RAPL counters became unreadable during training; energy estimated instead")
+            self.method = ESTIMATED
+            return
+        assert self._rapl is not None
+        self._rapl_joules = getattr(self, "_rapl_joules", 0.0) + rapl_joules(self._rapl, now)
+        self._rapl = now
+
     def stop(self) -> tuple[str, float]:
-        """(method, joules measured by this process); joules is 0.0 when estimated (see :func:`report`)."""
+        """(method, joules measured by this process so far); joules is 0.0 when estimated (see :func:`report`).
+        May be called more than once (at every checkpoint)."""
         if self.method == MEASURED_NVML:
             return self.method, (_nvml_millijoules(self._nvml) - self._start_mj) / 1e3
+        self.tick()
         if self.method == MEASURED_RAPL:
-            end = read_rapl(self.powercap or POWERCAP)
-            if end is None or end.keys() != (self._rapl or {}).keys():
-                log.warning("RAPL counters became unreadable during training; energy estimated instead")
-                return ESTIMATED, 0.0
-            assert self._rapl is not None
-            return self.method, rapl_joules(self._rapl, end) if self.measure_cpu else 0.0
+            return self.method, getattr(self, "_rapl_joules", 0.0) if self.measure_cpu else 0.0
         return ESTIMATED, 0.0
 
 
