@@ -309,3 +309,20 @@ def test_recipe_options_are_checked(override, message):
     ok = config_from_dict({"train": {"mix": {"monolingual": 1, "translation": 3}, "lora_expert_r": 2,
                                      "embedding_learning_rate": 1e-3}})
     assert ok.train.mix == {"monolingual": 1.0, "translation": 3.0} and isinstance(ok.train, TrainConfig)
+
+
+def test_non_finite_loss_stops_every_process_with_a_clear_error():
+    from types import SimpleNamespace
+
+    reduced = []
+
+    def reduce(tensor, reduction):  # the other process saw a finite loss; this one did not
+        reduced.append(reduction)
+        return tensor + 0.0
+
+    batch = SimpleNamespace(inputs={"input_ids": torch.zeros(1, 4, dtype=torch.long)}, loss_share=0.5)
+    for processes in (1, 2):
+        accelerator = SimpleNamespace(num_processes=processes, device=torch.device("cpu"), reduce=reduce)
+        with pytest.raises(FloatingPointError, match="not finite .* on 1 process"):
+            train_mod._training_step(lambda inputs: torch.tensor(float("nan")), batch, None, None, [], accelerator)
+    assert reduced == ["sum"]  # the flag went through the all-reduce only with several processes

@@ -172,13 +172,17 @@ def write_jsonl_line(f: IO[str], data: dict[str, Any]) -> None:
     f.write(json.dumps(data, ensure_ascii=False) + "\n")
 
 
-def _file_stamp(path: str) -> list[int] | None:
-    # A changed input file must not reuse an old shard; size and mtime catch an edit without reading
-    # the whole file again (a Hub id or a missing path has no stamp).
+def _file_stamp(path: str) -> list[Any] | None:
+    # A changed input must not reuse an old shard; size and mtime catch an edit without reading the
+    # whole file again. A folder (a dataset saved on disk) is stamped by every file in it: its own mtime
+    # does not change when a file inside is rewritten. A Hub id or a missing path has no stamp.
     try:
         st = os.stat(path)
     except OSError:
         return None
+    if os.path.isdir(path):
+        return sorted([str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns]
+                      for p in Path(path).rglob("*") if p.is_file())
     return [st.st_size, st.st_mtime_ns]
 
 

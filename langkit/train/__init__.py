@@ -173,8 +173,12 @@ def _training_step(model: Any, batch: Batch, optimizer: Any, scheduler: torch.op
     processes = accelerator.num_processes
     # Mean causal-LM loss over this process's labelled (non -100) tokens (LossModule: chunked or not).
     loss = model(to_device(batch.inputs, accelerator.device))
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()}; lower train.learning_rate or check the data")
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    if processes > 1:  # every process stops together (one alone would leave the others in the all-reduce)
+        bad = accelerator.reduce(bad, reduction="sum")
+    if bad.item():
+        raise FloatingPointError(f"loss is not finite ({loss.item()} here) on {int(bad.item())} process(es); "
+                                 "lower train.learning_rate or check the data")
     if processes == 1:
         accelerator.backward(loss)
     else:

@@ -61,13 +61,30 @@ def temp_dir(dest: Path) -> Path:
     return tmp
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(folder: Path) -> None:
+    """Flush every file under ``folder`` and the folders themselves to disk: a rename is only as durable as
+    what it names, and after a power loss or node crash a renamed folder could otherwise hold empty files."""
+    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
+        _fsync(path)
+
+
 def replace_dir(tmp: Path, dest: Path) -> Path:
     """Put the finished folder ``tmp`` at ``dest`` by renames, so ``dest`` is never half written."""
+    _sync_tree(tmp)
     old = dest.parent / f".old-{dest.name}"
     if dest.exists():
         shutil.rmtree(old, ignore_errors=True)
         os.replace(dest, old)
     os.replace(tmp, dest)
+    _fsync(dest.parent)  # the rename itself
     shutil.rmtree(old, ignore_errors=True)
     return dest
 
