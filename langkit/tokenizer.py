@@ -772,7 +772,7 @@ def learn_merges(
         words.append(list(encoded[piece]))
         languages.append(lang_i)
         counts.append(count)
-        strings.append(piece)
+        strings.append(piece if mode == "bpe" else "")  # SentencePiece pieces are never looked up whole
         language_tokens[lang_i] += count * len(encoded[piece])
 
     # Each language's share of the budget.
@@ -801,6 +801,8 @@ def learn_merges(
             return False
         return True
 
+    # In SentencePiece mode the "words" are pieces of words: the whole-word lookup never sees them whole.
+    whole_words = whole_words and mode == "bpe"
     pair_stats = _PairIndex(words, languages, counts, len(names), strings, id_to_token)
     word_splits: dict[int, tuple[int, int]] = {}
 
