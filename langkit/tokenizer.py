@@ -430,14 +430,16 @@ class _PairIndex:
         # Whole-word candidates per language, by the tokens a single token for the word would save.
         self.word_heaps: list[list[tuple[int, int]]] = [[] for _ in range(n_languages)]
         for w in range(len(words)):
-            self._push_word(w)
+            self.push_word(w)
 
-    def _saving(self, w: int) -> int:
+    def saving(self, w: int) -> int:
+        """Tokens saved if word ``w`` became one token."""
         return self.counts[w] * (len(self.words[w]) - 1)
 
-    def _push_word(self, w: int) -> None:
+    def push_word(self, w: int) -> None:
+        """(Re)enter word ``w`` among its language's whole-word candidates."""
         if len(self.words[w]) > 1:
-            heapq.heappush(self.word_heaps[self.languages[w]], (-self._saving(w), w))
+            heapq.heappush(self.word_heaps[self.languages[w]], (-self.saving(w), w))
 
     def _add(self, w: int, word: list[int], sign: int) -> set[tuple[int, int]]:
         raw, count = self.raw[self.languages[w]], self.counts[w]
@@ -461,7 +463,7 @@ class _PairIndex:
             if -neg < min_frequency:
                 heap.clear()  # the heap is ordered: nothing frequent enough is left
                 return None
-            if not allowed(pair) or self.would_swallow(pair, self.spelling[pair[0]] + self.spelling[pair[1]]):
+            if not allowed(pair) or self.would_swallow(pair):
                 continue
             return pair
         return None
@@ -469,28 +471,26 @@ class _PairIndex:
     def put_back(self, language: int, pair: tuple[int, int]) -> None:
         heapq.heappush(self.heaps[language], (-self.raw[language][pair], pair))
 
-    def best_word(self, language: int, min_frequency: int, usable: Callable[[int], bool]) -> int | None:
-        """The word of ``language`` whose own token would save the most tokens and that ``usable``
-        accepts (it finds a merge that spells it), or None. Taken off the heap like :meth:`best`."""
+    def best_word(self, language: int, min_frequency: int,
+                  spell: Callable[[int], tuple[int, int] | None]) -> tuple[int, tuple[int, int]] | None:
+        """The word of ``language`` whose own token would save the most tokens and for which ``spell``
+        finds a merge of two existing tokens that spells it: (word, that pair), or None. Taken off the
+        heap like :meth:`best` (:meth:`push_word` puts it back)."""
         heap = self.word_heaps[language]
         while heap:
             neg, w = heapq.heappop(heap)
-            if self._saving(w) != -neg:
-                continue  # stale: re-pushed when its segmentation changed
-            if self.counts[w] < min_frequency:
-                continue
-            if not usable(w):
-                continue
-            return w
+            if self.saving(w) != -neg or self.counts[w] < min_frequency:
+                continue  # stale (re-pushed when its segmentation changed), or too rare
+            pair = spell(w)
+            if pair is not None:
+                return w, pair
         return None
 
-    def put_back_word(self, w: int) -> None:
-        self._push_word(w)
-
-    def would_swallow(self, pair: tuple[int, int], string: str) -> bool:
-        """True when a step could consume every occurrence of a new token (which would then never be
-        produced): merging ``pair`` everywhere, then the whole-word lookup of the words spelled ``string``.
+    def would_swallow(self, pair: tuple[int, int]) -> bool:
+        """True when merging ``pair`` could consume every occurrence of a new token (which would then never
+        be produced): the merge everywhere, then the whole-word lookup of the words the merge spells.
         Overlapping pairs (``aaa``) are counted as if all merged: the check errs on the side of refusing."""
+        string = self.spelling[pair[0]] + self.spelling[pair[1]]
         merged_elsewhere = self.total.get(pair, 0)
         used: dict[int, int] = defaultdict(int)
         for w in self.by_string.get(string, ()):
@@ -506,7 +506,7 @@ class _PairIndex:
         touched |= self._add(w, self.words[w], -1)
         self.words[w] = merged
         touched |= self._add(w, merged, +1)
-        self._push_word(w)
+        self.push_word(w)
 
     def _refresh(self, touched: set[tuple[int, int]]) -> None:
         for p in touched:
@@ -520,9 +520,9 @@ class _PairIndex:
                     else:
                         heapq.heappush(self.heaps[language], (-raw[p], p))
 
-    def merge(self, pair: tuple[int, int], new_id: int, string: str = "") -> int:
+    def merge(self, pair: tuple[int, int], new_id: int) -> int:
         """Replace ``pair`` by ``new_id`` in every word holding it (left to right, as BPE does), then
-        every word spelled ``string`` (the new token's text) by ``new_id`` alone. Returns how many
+        every word spelled as the new token (``spelling[new_id]``) by ``new_id`` alone. Returns how many
         tokens that saves."""
         applied = 0
         touched: set[tuple[int, int]] = set()
@@ -542,9 +542,9 @@ class _PairIndex:
                     i += 1
             self._resegment(w, merged, touched)
         self.occurrences[new_id] += applied
-        for w in self.by_string.get(string, ()):
+        for w in self.by_string.get(self.spelling[new_id], ()):
             if self.words[w] != [new_id]:
-                applied += self._saving(w)
+                applied += self.saving(w)
                 for t in self.words[w]:
                     if t in self.occurrences:
                         self.occurrences[t] -= self.counts[w]
@@ -643,7 +643,7 @@ class PivotGuard:
         # so it is kept in the cache, named by a hash of all of them.
         key = hashlib.sha256(json.dumps(
             [tokenizer.backend_tokenizer.to_str(), list(languages), top_n, tolerance, cls.FORMS, cls.ELIDED,
-             wordfreq.__version__ if hasattr(wordfreq, "__version__") else ""]).encode()).hexdigest()[:16]
+             getattr(wordfreq, "__version__", "")]).encode()).hexdigest()[:16]
         cached = cache_dir() / "pivot-guard" / f"{key}.json"
         if cached.exists():
             stored = json.loads(cached.read_text("utf-8"))
@@ -804,14 +804,13 @@ def learn_merges(
     # In SentencePiece mode the "words" are pieces of words: the whole-word lookup never sees them whole.
     whole_words = whole_words and mode == "bpe"
     pair_stats = _PairIndex(words, languages, counts, len(names), strings, id_to_token)
-    word_splits: dict[int, tuple[int, int]] = {}
 
-    def spelling_merge(w: int) -> bool:
-        """Find a merge of two existing tokens that spells word ``w`` (its own token, found by the
-        whole-word lookup), preferring a cut between the tokens it is segmented into now."""
+    def spelling_merge(w: int) -> tuple[int, int] | None:
+        """A merge of two existing tokens that spells word ``w`` (its own token, found by the whole-word
+        lookup), preferring a cut between the tokens it is segmented into now; None if there is none."""
         string = strings[w]
         if string in vocab or string in banned_words:
-            return False
+            return None
         cuts, at = [], 0
         for t in pair_stats.words[w][:-1]:
             at += len(id_to_token[t])
@@ -819,34 +818,34 @@ def learn_merges(
         for cut in cuts + [c for c in range(1, len(string)) if c not in cuts]:
             left, right = vocab.get(string[:cut]), vocab.get(string[cut:])
             if (left is not None and right is not None and (left, right) not in banned_pairs
-                    and not pair_stats.would_swallow((left, right), string)):
-                word_splits[w] = (left, right)
-                return True
-        return False
-
-    def propose(i: int) -> tuple[str, Any, int] | None:
-        """Language ``i``'s best step: a pair merge (saves its frequency) or, with ``whole_words``, a
-        word's own token (saves its frequency times its tokens minus one), whichever saves more in
-        language ``i``'s text. The loser goes back on its heap."""
-        pair = pair_stats.best(i, min_frequency, allowed)
-        word = pair_stats.best_word(i, min_frequency, spelling_merge) if whole_words else None
-        pair_gain = pair_stats.raw[i][pair] if pair is not None else 0
-        word_gain = pair_stats._saving(word) if word is not None else 0
-        if pair is not None and pair_gain >= word_gain:
-            if word is not None:
-                pair_stats.put_back_word(word)
-            return "pair", pair, pair_gain
-        if word is not None:
-            if pair is not None:
-                pair_stats.put_back(i, pair)
-            return "word", word, word_gain
+                    and not pair_stats.would_swallow((left, right))):
+                return left, right
         return None
 
-    def put_back(i: int, proposal: tuple[str, Any, int]) -> None:
-        if proposal[0] == "pair":
-            pair_stats.put_back(i, proposal[1])
+    def propose(i: int) -> tuple[tuple[int, int], int, int | None] | None:
+        """Language ``i``'s best step as (merge, tokens it saves in language ``i``, word or None): a pair
+        merge (saves its frequency) or, with ``whole_words``, a word's own token through its spelling
+        merge (saves the word's frequency times its tokens minus one), whichever saves more. The loser
+        goes back on its heap."""
+        pair = pair_stats.best(i, min_frequency, allowed)
+        spelled = pair_stats.best_word(i, min_frequency, spelling_merge) if whole_words else None
+        pair_gain = pair_stats.raw[i][pair] if pair is not None else 0
+        word_gain = pair_stats.saving(spelled[0]) if spelled is not None else 0
+        if pair is not None and pair_gain >= word_gain:
+            if spelled is not None:
+                pair_stats.push_word(spelled[0])
+            return pair, pair_gain, None
+        if spelled is not None:
+            if pair is not None:
+                pair_stats.put_back(i, pair)
+            return spelled[1], word_gain, spelled[0]
+        return None
+
+    def put_back(i: int, step: tuple[tuple[int, int], int, int | None]) -> None:
+        if step[2] is None:
+            pair_stats.put_back(i, step[0])
         else:
-            pair_stats.put_back_word(proposal[1])
+            pair_stats.push_word(step[2])
 
     base_ids: dict[int, list[int]] = {}
     charged = [0] * len(names)
@@ -865,7 +864,7 @@ def learn_merges(
                     proposals[i] = proposal
             if not proposals:
                 break
-            chooser = max(proposals, key=lambda i: (proposals[i][2] / language_tokens[i], -i))
+            chooser = max(proposals, key=lambda i: (proposals[i][1] / language_tokens[i], -i))
             for i, proposal in proposals.items():
                 if i != chooser:
                     put_back(i, proposal)
@@ -881,19 +880,18 @@ def learn_merges(
                 continue
             step = found
         new_id = first_new_id + len(new_tokens)
-        if step[0] == "pair":
-            pair = step[1]
+        pair, _, word = step
+        if word is None:
             token_base_ids = base_ids.get(pair[0], [pair[0]]) + base_ids.get(pair[1], [pair[1]])
         else:
             # The word's own token: reached by the whole-word lookup, and by its spelling merge wherever
             # those two tokens meet. Its embedding starts from the base tokens it replaces.
-            pair = word_splits[step[1]]
-            token_base_ids = list(encoded[strings[step[1]]])
+            token_base_ids = list(encoded[strings[word]])
         left_token, right_token = id_to_token[pair[0]], id_to_token[pair[1]]
         merged = left_token + right_token
         vocab[merged] = new_id
         id_to_token[new_id] = merged
-        frequency = pair_stats.merge(pair, new_id, merged)
+        frequency = pair_stats.merge(pair, new_id)
         model["merges"].append([left_token, right_token])
         base_ids[new_id] = token_base_ids
         charged[chooser] += 1

@@ -77,6 +77,24 @@ def _make_run_dir(root: Path, tokenizer_folder: Path) -> RunDir:
     return run_dir
 
 
+def _run_until_crash(cfg: RunConfig, run_dir: RunDir, crash_at: int, monkeypatch: Any) -> None:
+    """Run training and stop it, as a crash would, when it reaches its ``crash_at``-th step (counting the
+    steps of this run, after any resume); the real training step is back in place afterwards."""
+    real_step = train_mod._training_step
+    calls = []
+
+    def crashing_step(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == crash_at:
+            raise KeyboardInterrupt("simulated crash")
+        return real_step(*args)
+
+    monkeypatch.setattr(train_mod, "_training_step", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.run(cfg, run_dir)
+    monkeypatch.setattr(train_mod, "_training_step", real_step)
+
+
 def _effective_rows(model: Any, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows the model really uses for ``ids`` (through PEFT's trainable-token wrappers): [N, H] each."""
     with torch.no_grad():
@@ -266,21 +284,9 @@ def test_resume_matches_uninterrupted_run(trained, extended_tokenizer, tmp_path,
     _, _, folder = extended_tokenizer
     run_dir = _make_run_dir(tmp_path / "run", folder)
     cfg = _config()
-    real_step = train_mod._training_step
-    calls = []
-
-    def crash_at_step_6(*args: Any) -> tuple[float, float]:
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt("simulated crash")
-        return real_step(*args)
-
-    monkeypatch.setattr(train_mod, "_training_step", crash_at_step_6)
-    with pytest.raises(KeyboardInterrupt):
-        train_mod.run(cfg, run_dir)
+    _run_until_crash(cfg, run_dir, 6, monkeypatch)
     assert [p.name for p in run_dir.checkpoints.iterdir()] == ["step-000004"]
     assert len(_read_log(run_dir)) == 5
-    monkeypatch.setattr(train_mod, "_training_step", real_step)
 
     train_mod.run(cfg, run_dir)  # resumes from step 4
     expected_log = _read_log(trained["run_dir"])
@@ -466,19 +472,7 @@ def test_langkit_path_trains_packed_and_resumes_exactly(extended_tokenizer, tmp_
     assert 0.5 < meta["packing_efficiency"] <= 1
 
     run_dir = _make_run_dir(tmp_path / "crashed", folder)
-    real_step = train_mod._training_step
-    calls = []
-
-    def crash_at_step_5(*args: Any) -> tuple[float, float]:
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt("simulated crash")
-        return real_step(*args)
-
-    monkeypatch.setattr(train_mod, "_training_step", crash_at_step_5)
-    with pytest.raises(KeyboardInterrupt):
-        train_mod.run(_config(**settings), run_dir)
-    monkeypatch.setattr(train_mod, "_training_step", real_step)
+    _run_until_crash(_config(**settings), run_dir, 5, monkeypatch)
     train_mod.run(_config(**settings), run_dir)  # resumes from step 3, packed stream position included
     got = _read_log(run_dir)
     assert [(r["step"], r["tokens"], r["examples"]) for r in got] == [(r["step"], r["tokens"], r["examples"]) for r in rows]

@@ -24,7 +24,7 @@ from langkit.train import (
 )
 from langkit.train import energy as energy_mod
 from langkit.train import model as model_mod
-from tests.test_train import _config, _make_run_dir, _read_log
+from tests.test_train import _config, _make_run_dir, _read_log, _run_until_crash
 
 # --------------------------------------------------------------------------------------------------
 # Expert LoRA rank and the new rows' learning rate
@@ -142,19 +142,7 @@ def test_mixed_run_follows_the_weights_and_resumes_exactly(extended_tokenizer, t
     assert meta["energy"]["method"] == "measured-rapl" and meta["energy"]["joules"] > 0
 
     run_dir = _make_run_dir(tmp_path / "crashed", folder)
-    real_step = train_mod._training_step
-    calls = []
-
-    def crash_at_step_3(*args: Any) -> Any:
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("simulated crash")
-        return real_step(*args)
-
-    monkeypatch.setattr(train_mod, "_training_step", crash_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
-        train_mod.run(_config(**settings), run_dir)
-    monkeypatch.setattr(train_mod, "_training_step", real_step)
+    _run_until_crash(_config(**settings), run_dir, 3, monkeypatch)
     train_mod.run(_config(**settings), run_dir)  # resumes from step 2, mixture position included
     got = _read_log(run_dir)
     assert [(r["step"], r["tokens"], r["kinds"]) for r in got] == [(r["step"], r["tokens"], r["kinds"]) for r in rows]
