@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language-budget", action="append", default=[], metavar="LANG=N",
                    help="fixed number of new tokens for one language; the others share the rest")
     p.add_argument("--no-pivot-guard", action="store_true", help="allow merges that change English/French")
+    p.add_argument("--pivot-guard-tolerance", type=float, default=None, metavar="SHARE",
+                   help="protect pivot pairs and words used more often than this share of running text "
+                        "(default: 1e-6; 0 protects every listed word)")
+    p.add_argument("--mode", choices=["bpe", "sentencepiece"], default=None,
+                   help="bpe: continued BPE on whole words (default); sentencepiece: merges inside the "
+                        "pieces of a SentencePiece unigram model per language")
+    p.add_argument("--no-whole-words", action="store_true",
+                   help="pair merges only: never give a whole word its own token in one step")
     p.add_argument("--no-normalize", action="store_true", help="learn on the text as it is")
     p = tok_sub.add_parser("stats", help="tokens per word, chars and bytes per token, split words, premium")
     p.add_argument("--tokenizer", action="append", default=None, metavar="DIR_OR_NAME",
@@ -152,11 +160,15 @@ def _tokenizer_extend(args: argparse.Namespace) -> None:
     from langkit.tokenizer import extend_with_config, load_base_tokenizer, parse_text_args, read_lines
 
     config = TokenizerConfig(base=args.base, budget=args.budget, pivot_guard=not args.no_pivot_guard,
-                             normalize=not args.no_normalize)
+                             normalize=not args.no_normalize, whole_words=not args.no_whole_words)
     if args.min_frequency is not None:
         config.min_frequency = args.min_frequency
     if args.balance:
         config.balance = args.balance
+    if args.mode:
+        config.mode = args.mode
+    if args.pivot_guard_tolerance is not None:
+        config.pivot_guard_tolerance = args.pivot_guard_tolerance
     for item in args.language_budget:
         code, _, n = item.partition("=")
         if not n.isdigit():
@@ -164,9 +176,11 @@ def _tokenizer_extend(args: argparse.Namespace) -> None:
         config.language_budgets[code] = int(n)
     config.check("tokenizer")
     texts: dict[str, list[str]] = {}
-    for language, path in parse_text_args(args.text):
+    sources = parse_text_args(args.text)
+    for language, path in sources:
         texts.setdefault(language, []).extend(read_lines(path))
-    tokenizer, new_tokens = extend_with_config(load_base_tokenizer(args.base), texts, config, args.out)
+    tokenizer, new_tokens = extend_with_config(load_base_tokenizer(args.base), texts, config, args.out,
+                                               sources=sources)
     print(f"wrote {args.out}: {len(tokenizer)} ids ({len(new_tokens)} new; list in {Path(args.out) / 'new_tokens.json'})")
 
 

@@ -907,21 +907,47 @@ def learn_merges(
 
 
 def extend_with_config(
-    tokenizer: Any, texts: Mapping[str, Sequence[str]], config: Any, out_dir: str | Path, normalize_config: Any = None
+    tokenizer: Any, texts: Mapping[str, Sequence[str]], config: Any, out_dir: str | Path, normalize_config: Any = None,
+    sources: Sequence[tuple[str, str | Path]] = (),
 ) -> tuple[Any, list[NewToken]]:
     """Extend ``tokenizer`` as a :class:`langkit.config.TokenizerConfig` says: the text normalized by each
     language's rules (``normalize_config``: the corpus stage's, or the defaults), the pivot guard, the
     budget shared by ``balance``. One path for the pipeline stage, ``langkit tokenizer extend`` and the
-    benchmark, so they all learn the same tokens from the same text."""
+    benchmark, so they all learn the same tokens from the same text.
+
+    Next to the tokenizer, ``extension.json`` records how it was made, so that it can be made again: the
+    settings, each language's lines and new tokens, a digest of the (normalized) text it learned from,
+    and the ``sources`` files ((language, path) pairs) with their SHA-256."""
+    import time
+
+    started = time.perf_counter()
     if config.normalize:
         texts = {lang: normalize_lines(lines, lang, normalize_config) for lang, lines in texts.items()}
     guard = (PivotGuard.build(tokenizer, top_n=config.pivot_guard_words, tolerance=config.pivot_guard_tolerance)
              if config.pivot_guard else None)
-    return extend_tokenizer(
+    extended, new_tokens = extend_tokenizer(
         tokenizer, texts, config.budget, out_dir, config.min_frequency, balance=config.balance,
         language_budgets=dict(config.language_budgets), guard=guard, words_only=config.words_only, mode=config.mode,
         whole_words=config.whole_words,
     )
+    import hashlib
+
+    learned = Counter(t.language for t in new_tokens)
+    write_json(Path(out_dir) / "extension.json", {
+        "base": config.base,
+        "base_vocabulary": len(tokenizer),
+        "vocabulary": len(extended),
+        "settings": asdict(config),
+        "new_tokens": {"total": len(new_tokens), **dict(sorted(learned.items()))},  # by the share that paid
+        "languages": {
+            lang: {"lines": len(lines),
+                   "text_sha256": hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()}
+            for lang, lines in sorted(texts.items())
+        },
+        "sources": [{"language": lang, "path": str(path), "sha256": sha256_file(path)} for lang, path in sources],
+        "seconds": round(time.perf_counter() - started, 1),
+    })
+    return extended, new_tokens
 
 
 def extend_tokenizer(

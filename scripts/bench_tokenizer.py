@@ -55,6 +55,46 @@ def encode_seconds(tokenizer, lines, repeats: int = 3) -> float:
     return best
 
 
+def word_pieces(tokenizer, lines):
+    """The pre-tokenized pieces of ``lines`` that hold a letter (the words; new tokens live only there)."""
+    pre = tokenizer.backend_tokenizer.pre_tokenizer
+    return [piece for line in lines for piece, _ in pre.pre_tokenize_str(line) if any(ch.isalpha() for ch in piece)]
+
+
+def piece_counter(tokenizer):
+    """Tokens of one pre-tokenized piece (its own encode call would add nothing but time)."""
+    backend = tokenizer.backend_tokenizer
+    vocab = backend.get_vocab()
+    # gpt-oss's BPE looks whole words up before merging.
+    return lambda piece: 1 if piece in vocab else len(backend.model.tokenize(piece))
+
+
+def where_the_tokens_are(base, ours, train_lines, measured_lines):
+    """How the measured words split into words seen in training and unseen ones, what langkit cuts in each,
+    and two bounds on any extension that keeps gpt-oss's pre-tokenizer (a word is at least one token):
+    'seen→1' if every seen word became one token (the rest as langkit cuts it), 'all→1' if every word did."""
+    seen = set(word_pieces(base, train_lines))
+    total = count(base, measured_lines)
+    tally = defaultdict(int)
+    base_tokens, our_tokens = piece_counter(base), piece_counter(ours)
+    for piece in word_pieces(base, measured_lines):
+        kind = "seen" if piece in seen else "unseen"
+        b, o = base_tokens(piece), our_tokens(piece)
+        tally[kind + "_words"] += 1
+        tally[kind + "_base"] += b
+        tally[kind + "_ours"] += o
+    seen_ceiling = (tally["seen_base"] - tally["seen_words"] + tally["unseen_base"] - tally["unseen_ours"]) / total
+    all_ceiling = (tally["seen_base"] + tally["unseen_base"] - tally["seen_words"] - tally["unseen_words"]) / total
+    return {
+        "seen share": tally["seen_base"] / total,
+        "seen cut": 1 - tally["seen_ours"] / max(1, tally["seen_base"]),
+        "unseen share": tally["unseen_base"] / total,
+        "unseen cut": 1 - tally["unseen_ours"] / max(1, tally["unseen_base"]),
+        "seen→1": seen_ceiling,
+        "all→1": all_ceiling,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", action="append", required=True, metavar="LANG:PATH")
@@ -66,15 +106,20 @@ def main() -> None:
     parser.add_argument("--sentencepiece", action="store_true", help="also run langkit's SentencePiece mode")
     parser.add_argument("--balance", default="equal", choices=["equal", "proportional", "relative", "none"],
                         help="langkit's budget sharing (tokenizer.balance)")
+    parser.add_argument("--train-fractions", type=float, nargs="*", default=[], metavar="F",
+                        help="also train plain and langkit on the first F of each training file and print the "
+                             "cuts against F (how the cut grows with more text)")
     args = parser.parse_args()
 
     train: dict[str, list[str]] = defaultdict(list)
     held: dict[str, list[str]] = defaultdict(list)
+    train_files: list[tuple[str, list[str]]] = []
     for language, path in parse_text_args(args.text):
         lines = read_lines(path)
         cut = len(lines) - int(len(lines) * args.holdout)
         train[language].extend(lines[:cut])
         held[language].extend(lines[cut:])
+        train_files.append((language, lines[:cut]))
     measured = dict(held) if args.holdout else dict(train)
     if args.eval:
         measured = defaultdict(list)
@@ -126,6 +171,16 @@ def main() -> None:
     print("(base/plain on the text as it is; base*/langkit on normalized text, as the model sees it; "
           "'vs raw': langkit on normalized text against base on the text as it is)")
 
+    if args.holdout or args.eval:
+        print("\nWhere the measured tokens are (normalized text; shares of the base tokens): words seen in training "
+              "and unseen ones, langkit's cut on each, and the cut if every seen word / every word became one token")
+        columns = ("seen share", "seen cut", "unseen share", "unseen cut", "seen→1", "all→1")
+        print(f"{'language':<10} " + " ".join(f"{c:>12}" for c in columns))
+        for language in sorted(measured):
+            row = where_the_tokens_are(base, ours, normalize_lines(train.get(language, []), language),
+                                       normalize_lines(measured[language], language))
+            print(f"{language:<10} " + " ".join(f"{row[c]:>12.1%}" for c in columns))
+
     if pivots:
         print(f"\n{'pivot':<10} {'lines':>6} {'base':>8} {'plain Δ':>8} {'changed':>8} {'langkit Δ':>10} {'changed':>8}")
         for language, lines in sorted(pivots.items()):
@@ -136,6 +191,26 @@ def main() -> None:
             cp = sum(a != b for a, b in zip(ids_base, ids_plain, strict=True)) / len(lines)
             co = sum(a != b for a, b in zip(ids_base, ids_ours, strict=True)) / len(lines)
             print(f"{language:<10} {len(lines):>6} {total:>8} {dp:>+8.2%} {cp:>8.2%} {do:>+10.3%} {co:>8.2%}")
+
+    if args.train_fractions:
+        print("\nCut against the share of the training text used (the first F of each file; same measured text; "
+              "langkit on normalized text against base on it, plain on the text as it is)")
+        languages = sorted(measured)
+        print(f"{'F':>5} {'method':<8} " + " ".join(f"{lang:>9}" for lang in languages))
+        for fraction in sorted(args.train_fractions):
+            part: dict[str, list[str]] = defaultdict(list)
+            for language, lines in train_files:
+                part[language].extend(lines[:int(len(lines) * fraction)])
+            tokenizers = {
+                "plain": (extend_with_config(base, part, plain_config, out / f"plain-{fraction}")[0], False),
+                "langkit": (extend_with_config(base, part, config, out / f"langkit-{fraction}")[0], True),
+            }
+            for method, (tokenizer, normalized) in tokenizers.items():
+                cells = []
+                for language in languages:
+                    text = normalize_lines(measured[language], language) if normalized else measured[language]
+                    cells.append(f"{1 - count(tokenizer, text) / count(base, text):>9.1%}")
+                print(f"{fraction:>5.2f} {method:<8} " + " ".join(cells))
 
     sample = [line for lines in measured.values() for line in lines]
     t_base, t_ours = encode_seconds(base, sample), encode_seconds(ours, sample)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -137,6 +138,32 @@ def test_cli_stats_and_extend(tmp_path, capsys):
     header = capsys.readouterr().out.splitlines()[1]
     for column in ("tok/word", "char/tok", "byte/tok", "split", "premium"):
         assert column in header
+
+
+def test_cli_extend_settings_are_applied_and_recorded(tmp_path, capsys):
+    wol = tmp_path / "wol.txt"
+    wol.write_text("\n".join(SAMPLE_TEXT["wol_Latn"]) + "\n", encoding="utf-8")
+
+    def extend(out, *flags):
+        assert main(["-q", "tokenizer", "extend", "--budget", "6", "--text", f"wol_Latn:{wol}", "--out", str(out),
+                     *flags]) == 0
+        return json.loads((out / "extension.json").read_text("utf-8"))
+
+    record = extend(tmp_path / "sp", "--mode", "sentencepiece", "--no-whole-words", "--pivot-guard-tolerance", "0.01")
+    settings = record["settings"]
+    assert (settings["mode"], settings["whole_words"], settings["pivot_guard_tolerance"], settings["pivot_guard"]) == (
+        "sentencepiece", False, 0.01, True)
+    learned = json.loads((tmp_path / "sp" / "new_tokens.json").read_text("utf-8"))
+    assert record["new_tokens"]["total"] == len(learned) and record["vocabulary"] == BASE_VOCAB_SIZE + len(learned)
+
+    record = extend(tmp_path / "pooled", "--balance", "none", "--no-pivot-guard")
+    assert (record["settings"]["balance"], record["settings"]["mode"], record["settings"]["whole_words"]) == (
+        "none", "bpe", True)
+    assert record["base_vocabulary"] == BASE_VOCAB_SIZE and record["vocabulary"] == BASE_VOCAB_SIZE + 6
+    assert record["new_tokens"] == {"total": 6, "all": 6}  # pooled: one share paid for every token
+    assert record["languages"]["wol_Latn"]["lines"] == len(SAMPLE_TEXT["wol_Latn"])
+    (source,) = record["sources"]
+    assert source["language"] == "wol_Latn" and source["sha256"] == hashlib.sha256(wol.read_bytes()).hexdigest()
 
 
 def test_cli_rejects_bad_text_argument(capsys):
