@@ -7,7 +7,8 @@
 * :func:`extend_tokenizer` learns new BPE merges on the target-language text, *continuing* gpt-oss's
   own merges: each new token gets an id from 201,088 up and a merge appended after all the base merges,
   so every base id keeps its meaning, text without the new pairs tokenizes exactly as before, and every
-  new token is reachable. (``add_tokens`` is wrong for byte-level BPE: see ../shared/FACTS.md.)
+  new token is reachable. (The one exception: a whole word that no two existing tokens spell gets its
+  token with no merge, since gpt-oss's BPE looks whole words up in the vocabulary before merging.) (``add_tokens`` is wrong for byte-level BPE: see ../shared/FACTS.md.)
 """
 
 from __future__ import annotations
@@ -388,14 +389,21 @@ class NewToken:
     """The token in the tokenizer's byte-level alphabet (as stored in tokenizer.json)."""
     text: str
     """The same token as readable text (may hold a partial UTF-8 character, shown as U+FFFD)."""
-    merge: tuple[str, str]
-    """The two tokens this one merges, in the byte-level alphabet."""
+    merge: tuple[str, str] | None
+    """The two tokens this one merges, in the byte-level alphabet; None for a whole word that no two existing
+    tokens spell, found only by gpt-oss's whole-word lookup (it needs no merge, and has none)."""
     base_ids: list[int]
     """The base-vocabulary ids this token replaces: what training averages to initialise its embedding."""
     frequency: int
     """How often the merge applied in the training text when it was learned."""
     language: str = ""
     """The language whose share of the budget paid for this token (``all`` when the budget is pooled)."""
+
+
+WORD_COUNT_DISCOUNT = 0.5
+"""Subtracted from a word's count when its own token is weighed against a pair merge (absolute
+discounting, as in n-gram language models): on held-out text this lifted every language's cut a little
+(Baoulé by 0.5 point) where counting words in full lowered Swahili and Wolof."""
 
 
 class _PairIndex:
@@ -472,18 +480,18 @@ class _PairIndex:
         heapq.heappush(self.heaps[language], (-self.raw[language][pair], pair))
 
     def best_word(self, language: int, min_frequency: int,
-                  spell: Callable[[int], tuple[int, int] | None]) -> tuple[int, tuple[int, int]] | None:
-        """The word of ``language`` whose own token would save the most tokens and for which ``spell``
-        finds a merge of two existing tokens that spells it: (word, that pair), or None. Taken off the
-        heap like :meth:`best` (:meth:`push_word` puts it back)."""
+                  spell: Callable[[int], list[tuple[int, int]] | None]) -> tuple[int, list[tuple[int, int]]] | None:
+        """The word of ``language`` whose own token would save the most tokens and that ``spell`` allows:
+        (word, what ``spell`` returned: its spelling merge, or none), or None. Taken off the heap like
+        :meth:`best` (:meth:`push_word` puts it back)."""
         heap = self.word_heaps[language]
         while heap:
             neg, w = heapq.heappop(heap)
             if self.saving(w) != -neg or self.counts[w] < min_frequency:
                 continue  # stale (re-pushed when its segmentation changed), or too rare
-            pair = spell(w)
-            if pair is not None:
-                return w, pair
+            merges = spell(w)
+            if merges is not None:
+                return w, merges
         return None
 
     def would_swallow(self, pair: tuple[int, int]) -> bool:
@@ -520,13 +528,22 @@ class _PairIndex:
                     else:
                         heapq.heappush(self.heaps[language], (-raw[p], p))
 
-    def merge(self, pair: tuple[int, int], new_id: int) -> int:
+    def word_token_would_strand(self, string: str) -> bool:
+        """True when giving the words spelled ``string`` their own token would consume every occurrence of
+        an earlier new token (which would then never be produced)."""
+        used: dict[int, int] = defaultdict(int)
+        for w in self.by_string.get(string, ()):
+            for t in self.words[w]:
+                used[t] += self.counts[w]
+        return any(t in self.occurrences and self.occurrences[t] <= n for t, n in used.items())
+
+    def merge(self, pair: tuple[int, int] | None, new_id: int) -> int:
         """Replace ``pair`` by ``new_id`` in every word holding it (left to right, as BPE does), then
-        every word spelled as the new token (``spelling[new_id]``) by ``new_id`` alone. Returns how many
-        tokens that saves."""
+        every word spelled as the new token (``spelling[new_id]``) by ``new_id`` alone. With no pair, only
+        the second part: the token of a whole word, found by the lookup. Returns how many tokens that saves."""
         applied = 0
         touched: set[tuple[int, int]] = set()
-        for w in sorted(self.where.pop(pair, ())):
+        for w in sorted(self.where.pop(pair, ()) if pair is not None else ()):
             word = self.words[w]
             merged, i = [], 0
             while i < len(word):
@@ -542,7 +559,7 @@ class _PairIndex:
                     i += 1
             self._resegment(w, merged, touched)
         self.occurrences[new_id] += applied
-        for w in self.by_string.get(self.spelling[new_id], ()):
+        for w in self.by_string.get(self.spelling[new_id], ()):  # gpt-oss's BPE looks whole words up first
             if self.words[w] != [new_id]:
                 applied += self.saving(w)
                 for t in self.words[w]:
@@ -725,9 +742,10 @@ def learn_merges(
     share). ``mode="sentencepiece"`` first trains a SentencePiece unigram model per language and learns
     merges only inside the pieces it proposes (morpheme-like units), so that the new tokens follow its
     segmentation; the merges are ordinary BPE merges either way. ``whole_words`` lets a step give a word
-    its own token instead, through one merge of two existing tokens that spell it, when that saves more
-    (gpt-oss's BPE looks a whole word up in the vocabulary before merging, so the word needs no chain of
-    intermediate tokens; the merge also applies wherever those two tokens meet). A step that would leave
+    its own token instead, when that saves more (gpt-oss's BPE looks a whole word up in the vocabulary
+    before merging, so the word needs no chain of intermediate tokens): through one merge of two existing
+    tokens that spell it, which also applies wherever those two tokens meet, or, when no two tokens
+    spell it, with no merge at all (the lookup alone finds it). A step that would leave
     an earlier new token with no occurrence in the text is refused, so every new token is produced.
     Returns the new tokens (ids from ``len(tokenizer)`` up) and the extended ``tokenizer.json``.
     """
@@ -805,9 +823,12 @@ def learn_merges(
     whole_words = whole_words and mode == "bpe"
     pair_stats = _PairIndex(words, languages, counts, len(names), strings, id_to_token)
 
-    def spelling_merge(w: int) -> tuple[int, int] | None:
-        """A merge of two existing tokens that spells word ``w`` (its own token, found by the whole-word
-        lookup), preferring a cut between the tokens it is segmented into now; None if there is none."""
+    def spelling_merge(w: int) -> list[tuple[int, int]] | None:
+        """How word ``w`` gets its own token (found by the whole-word lookup): ``[pair]``, a merge of two
+        existing tokens that spells it, preferring a cut between the tokens it is segmented into now (the
+        merge then also applies wherever the two meet); ``[]`` when no two tokens spell it (the lookup
+        alone finds it: no merge); None when it may not have one (a base token or pivot word already, or
+        an earlier new token would never be produced again)."""
         string = strings[w]
         if string in vocab or string in banned_words:
             return None
@@ -819,18 +840,25 @@ def learn_merges(
             left, right = vocab.get(string[:cut]), vocab.get(string[cut:])
             if (left is not None and right is not None and (left, right) not in banned_pairs
                     and not pair_stats.would_swallow((left, right))):
-                return left, right
-        return None
+                return [(left, right)]
+        return None if pair_stats.word_token_would_strand(string) else []
 
-    def propose(i: int) -> tuple[tuple[int, int], int, int | None] | None:
-        """Language ``i``'s best step as (merge, tokens it saves in language ``i``, word or None): a pair
-        merge (saves its frequency) or, with ``whole_words``, a word's own token through its spelling
-        merge (saves the word's frequency times its tokens minus one), whichever saves more. The loser
-        goes back on its heap."""
+    Step = tuple[tuple[int, int] | None, float, int | None]
+
+    def propose(i: int) -> Step | None:
+        """Language ``i``'s best step as (merge or None, tokens it saves in language ``i``, word or None): a
+        pair merge (saves its frequency) or, with ``whole_words``, a word's own token (saves the word's
+        frequency times its tokens minus one), whichever saves more. A word's count is discounted by
+        ``WORD_COUNT_DISCOUNT`` in that comparison: a word seen c times in the training text recurs less
+        often in new text than c suggests, while a pair sums many words and also serves unseen ones. The
+        loser goes back on its heap."""
         pair = pair_stats.best(i, min_frequency, allowed)
         spelled = pair_stats.best_word(i, min_frequency, spelling_merge) if whole_words else None
         pair_gain = pair_stats.raw[i][pair] if pair is not None else 0
-        word_gain = pair_stats.saving(spelled[0]) if spelled is not None else 0
+        word_gain = 0.0
+        if spelled is not None:
+            w = spelled[0]
+            word_gain = (pair_stats.counts[w] - WORD_COUNT_DISCOUNT) * (len(pair_stats.words[w]) - 1)
         if pair is not None and pair_gain >= word_gain:
             if spelled is not None:
                 pair_stats.push_word(spelled[0])
@@ -838,11 +866,13 @@ def learn_merges(
         if spelled is not None:
             if pair is not None:
                 pair_stats.put_back(i, pair)
-            return spelled[1], word_gain, spelled[0]
+            w, merges = spelled
+            return (merges[0] if merges else None), word_gain, w
         return None
 
-    def put_back(i: int, step: tuple[tuple[int, int], int, int | None]) -> None:
+    def put_back(i: int, step: Step) -> None:
         if step[2] is None:
+            assert step[0] is not None  # a pair step always has its pair
             pair_stats.put_back(i, step[0])
         else:
             pair_stats.push_word(step[2])
@@ -881,23 +911,26 @@ def learn_merges(
             step = found
         new_id = first_new_id + len(new_tokens)
         pair, _, word = step
+        merge: tuple[str, str] | None = None
         if word is None:
+            assert pair is not None
             token_base_ids = base_ids.get(pair[0], [pair[0]]) + base_ids.get(pair[1], [pair[1]])
         else:
-            # The word's own token: reached by the whole-word lookup, and by its spelling merge wherever
-            # those two tokens meet. Its embedding starts from the base tokens it replaces.
+            # The word's own token: reached by the whole-word lookup, and by its spelling merge (if it has
+            # one) wherever those two tokens meet. Its embedding starts from the base tokens it replaces.
             token_base_ids = list(encoded[strings[word]])
-        left_token, right_token = id_to_token[pair[0]], id_to_token[pair[1]]
-        merged = left_token + right_token
+        if pair is not None:
+            merge = (id_to_token[pair[0]], id_to_token[pair[1]])
+            model["merges"].append(list(merge))
+        merged = "".join(merge) if merge else strings[word]  # type: ignore[index]
         vocab[merged] = new_id
         id_to_token[new_id] = merged
         frequency = pair_stats.merge(pair, new_id)
-        model["merges"].append([left_token, right_token])
         base_ids[new_id] = token_base_ids
         charged[chooser] += 1
         new_tokens.append(
             NewToken(
-                id=new_id, token=merged, text=tokenizer.decode(token_base_ids), merge=(left_token, right_token),
+                id=new_id, token=merged, text=tokenizer.decode(token_base_ids), merge=merge,
                 base_ids=token_base_ids, frequency=frequency, language=names[chooser],
             )
         )
@@ -986,7 +1019,8 @@ def extend_tokenizer(
 
 def load_new_tokens(path: str | Path) -> list[NewToken]:
     """Read the ``new_tokens.json`` written by :func:`extend_tokenizer`."""
-    return [NewToken(**{**item, "merge": tuple(item["merge"])}) for item in json.loads(Path(path).read_text("utf-8"))]
+    return [NewToken(**{**item, "merge": tuple(item["merge"]) if item["merge"] else None})
+            for item in json.loads(Path(path).read_text("utf-8"))]
 
 
 # --------------------------------------------------------------------------------------------------

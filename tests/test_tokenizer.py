@@ -231,6 +231,29 @@ def test_every_new_token_is_produced_on_its_training_text(base_tokenizer, tmp_pa
     assert used == {t.id for t in new_tokens}
 
 
+def test_whole_word_that_no_two_tokens_spell_gets_a_token_without_a_merge(base_tokenizer, tmp_path):
+    from langkit.tokenizer import extend_tokenizer
+
+    # gpt-oss cuts this Baoulé word in seven, and no two of its tokens spell it: its own token needs no merge
+    # (the whole-word lookup finds it), and it saves more than any pair merge on this text.
+    word = " sɔnnzɔnfuɛ"
+    base_ids = base_tokenizer(word, add_special_tokens=False)["input_ids"]
+    assert len(base_ids) == 7
+    texts = {"bci_Latn": [f"Be{word} be ti." for _ in range(5)] + SAMPLE_TEXT["bci_Latn"]}
+    tokenizer, new_tokens = extend_tokenizer(base_tokenizer, texts, 1, tmp_path / "w", 1)
+    (token,) = new_tokens
+    assert token.merge is None and token.base_ids == base_ids
+    assert tokenizer(word, add_special_tokens=False)["input_ids"] == [token.id]
+    assert token.id in tokenizer(texts["bci_Latn"][0], add_special_tokens=False)["input_ids"]
+    for line in texts["bci_Latn"]:
+        assert tokenizer.decode(tokenizer(line, add_special_tokens=False)["input_ids"]) == line
+    # No merge was appended, the vocabulary grew by one, and the saved list reads back the same.
+    saved = json.loads((tmp_path / "w" / "tokenizer.json").read_text("utf-8"))["model"]
+    base_model = json.loads(base_tokenizer.backend_tokenizer.to_str())["model"]
+    assert len(saved["merges"]) == len(base_model["merges"]) and len(tokenizer) == BASE_VOCAB_SIZE + 1
+    assert load_new_tokens(tmp_path / "w" / "new_tokens.json") == new_tokens
+
+
 def test_whole_word_gets_its_own_token_in_one_merge(base_tokenizer, tmp_path):
     from langkit.tokenizer import extend_tokenizer
 
@@ -240,13 +263,13 @@ def test_whole_word_gets_its_own_token_in_one_merge(base_tokenizer, tmp_path):
     word = " ngorika"
     base_ids = base_tokenizer(word, add_special_tokens=False)["input_ids"]
     assert len(base_ids) == 3
-    texts = {"lin_Latn": [f"Tala{word} na zando." for _ in range(4)] + SAMPLE_TEXT["lin_Latn"]}
+    texts = {"lin_Latn": [f"Tala{word} na zando." for _ in range(5)] + SAMPLE_TEXT["lin_Latn"]}
     tokenizer, new_tokens = extend_tokenizer(base_tokenizer, texts, 1, tmp_path / "w", 1)
     (token,) = new_tokens
     assert tokenizer(word, add_special_tokens=False)["input_ids"] == [token.id]
     # A real merge of two existing tokens spells it; its embedding starts from the base ids it replaces.
     assert "".join(token.merge) == token.token and token.base_ids == base_ids
-    assert token.frequency == 4 * (len(base_ids) - 1)
+    assert token.frequency == 5 * (len(base_ids) - 1)
     for line in texts["lin_Latn"]:
         assert tokenizer.decode(tokenizer(line, add_special_tokens=False)["input_ids"]) == line
     # Without whole words the same budget buys one pair merge, which saves less on this text.
