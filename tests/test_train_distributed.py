@@ -49,14 +49,16 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
 
 def _assert_same_adapter(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], learning_rate: float) -> None:
     """Equal up to float32 summation order. AdamW divides by the gradient's running magnitude, so an element
-    whose gradient is near 0 can move by up to a learning rate on a rounding difference alone: every element
-    within a tenth of the learning rate, and each tensor as a whole within 1e-4 of its norm (a real
-    difference, another batch or a lost step, moves every element by about a learning rate)."""
+    whose gradient is near 0 can move by up to a learning rate on a rounding difference alone. A real
+    difference (another batch, a lost step) moves every element by about a learning rate, so both bounds are
+    in learning rates: every element within a tenth of one, and the root mean square of the differences
+    within a hundredth of one (a tensor's own norm is no scale: LoRA's B starts at zero)."""
     assert got.keys() == expected.keys()
     for key in expected:
         diff = (got[key] - expected[key]).abs()
         assert diff.max() <= learning_rate / 10, (key, diff.max())
-        assert diff.norm() <= 1e-4 * max(expected[key].norm(), 1e-12), (key, diff.norm(), expected[key].norm())
+        rms = diff.norm() / diff.numel() ** 0.5
+        assert rms <= learning_rate / 100, (key, rms)
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(extended_tokenizer, tmp_path):
