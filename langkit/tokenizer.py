@@ -7,8 +7,9 @@
 * :func:`extend_tokenizer` learns new BPE merges on the target-language text, *continuing* gpt-oss's
   own merges: each new token gets an id from 201,088 up and a merge appended after all the base merges,
   so every base id keeps its meaning, text without the new pairs tokenizes exactly as before, and every
-  new token is reachable. (The one exception: a whole word that no two existing tokens spell gets its
-  token with no merge, since gpt-oss's BPE looks whole words up in the vocabulary before merging.) (``add_tokens`` is wrong for byte-level BPE: see ../shared/FACTS.md.)
+  new token is reachable: by its merge, or, for a whole word that no two existing tokens spell, by
+  gpt-oss's whole-word lookup alone (its BPE looks a word up in the vocabulary before merging), so that
+  token has no merge. (``add_tokens`` is wrong for byte-level BPE: see ../shared/FACTS.md.)
 """
 
 from __future__ import annotations
@@ -922,7 +923,10 @@ def learn_merges(
         if pair is not None:
             merge = (id_to_token[pair[0]], id_to_token[pair[1]])
             model["merges"].append(list(merge))
-        merged = "".join(merge) if merge else strings[word]  # type: ignore[index]
+            merged = "".join(merge)
+        else:
+            assert word is not None  # only a word's own token comes without a merge
+            merged = strings[word]
         vocab[merged] = new_id
         id_to_token[new_id] = merged
         frequency = pair_stats.merge(pair, new_id)

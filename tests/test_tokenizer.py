@@ -231,27 +231,36 @@ def test_every_new_token_is_produced_on_its_training_text(base_tokenizer, tmp_pa
     assert used == {t.id for t in new_tokens}
 
 
-def test_whole_word_that_no_two_tokens_spell_gets_a_token_without_a_merge(base_tokenizer, tmp_path):
+def _learn_one_word_token(base_tokenizer, folder, language: str, word: str, line: str, base_tokens: int):
+    """Extend by one token on five lines holding ``word`` (cut in ``base_tokens`` by gpt-oss) plus the sample
+    text, and check what every whole-word token must be: the word's own token, its embedding starting from
+    the base ids it replaces, and text that still round-trips. Returns (tokenizer, token, lines)."""
     from langkit.tokenizer import extend_tokenizer
 
+    base_ids = base_tokenizer(word, add_special_tokens=False)["input_ids"]
+    assert len(base_ids) == base_tokens
+    lines = [line.format(word) for _ in range(5)] + SAMPLE_TEXT[language]
+    tokenizer, new_tokens = extend_tokenizer(base_tokenizer, {language: lines}, 1, folder, 1)
+    (token,) = new_tokens
+    assert tokenizer(word, add_special_tokens=False)["input_ids"] == [token.id] and token.base_ids == base_ids
+    assert token.frequency == 5 * (base_tokens - 1)
+    for text in lines:
+        assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+    return tokenizer, token, lines
+
+
+def test_whole_word_that_no_two_tokens_spell_gets_a_token_without_a_merge(base_tokenizer, tmp_path):
     # gpt-oss cuts this Baoulé word in seven, and no two of its tokens spell it: its own token needs no merge
     # (the whole-word lookup finds it), and it saves more than any pair merge on this text.
-    word = " sɔnnzɔnfuɛ"
-    base_ids = base_tokenizer(word, add_special_tokens=False)["input_ids"]
-    assert len(base_ids) == 7
-    texts = {"bci_Latn": [f"Be{word} be ti." for _ in range(5)] + SAMPLE_TEXT["bci_Latn"]}
-    tokenizer, new_tokens = extend_tokenizer(base_tokenizer, texts, 1, tmp_path / "w", 1)
-    (token,) = new_tokens
-    assert token.merge is None and token.base_ids == base_ids
-    assert tokenizer(word, add_special_tokens=False)["input_ids"] == [token.id]
-    assert token.id in tokenizer(texts["bci_Latn"][0], add_special_tokens=False)["input_ids"]
-    for line in texts["bci_Latn"]:
-        assert tokenizer.decode(tokenizer(line, add_special_tokens=False)["input_ids"]) == line
+    tokenizer, token, lines = _learn_one_word_token(base_tokenizer, tmp_path / "w", "bci_Latn", " sɔnnzɔnfuɛ",
+                                                    "Be{} be ti.", 7)
+    assert token.merge is None
+    assert token.id in tokenizer(lines[0], add_special_tokens=False)["input_ids"]
     # No merge was appended, the vocabulary grew by one, and the saved list reads back the same.
     saved = json.loads((tmp_path / "w" / "tokenizer.json").read_text("utf-8"))["model"]
     base_model = json.loads(base_tokenizer.backend_tokenizer.to_str())["model"]
     assert len(saved["merges"]) == len(base_model["merges"]) and len(tokenizer) == BASE_VOCAB_SIZE + 1
-    assert load_new_tokens(tmp_path / "w" / "new_tokens.json") == new_tokens
+    assert load_new_tokens(tmp_path / "w" / "new_tokens.json") == [token]
 
 
 def test_whole_word_gets_its_own_token_in_one_merge(base_tokenizer, tmp_path):
@@ -260,20 +269,11 @@ def test_whole_word_gets_its_own_token_in_one_merge(base_tokenizer, tmp_path):
     # gpt-oss cuts this word in three (" ng", "or", "ika") but holds " ngo" and "rika": one merge of those
     # spells the whole word, and gpt-oss's BPE looks a word up whole before merging, so one new id takes
     # it to one token, which saves more than any single pair merge on this text.
-    word = " ngorika"
-    base_ids = base_tokenizer(word, add_special_tokens=False)["input_ids"]
-    assert len(base_ids) == 3
-    texts = {"lin_Latn": [f"Tala{word} na zando." for _ in range(5)] + SAMPLE_TEXT["lin_Latn"]}
-    tokenizer, new_tokens = extend_tokenizer(base_tokenizer, texts, 1, tmp_path / "w", 1)
-    (token,) = new_tokens
-    assert tokenizer(word, add_special_tokens=False)["input_ids"] == [token.id]
-    # A real merge of two existing tokens spells it; its embedding starts from the base ids it replaces.
-    assert "".join(token.merge) == token.token and token.base_ids == base_ids
-    assert token.frequency == 5 * (len(base_ids) - 1)
-    for line in texts["lin_Latn"]:
-        assert tokenizer.decode(tokenizer(line, add_special_tokens=False)["input_ids"]) == line
+    _, token, lines = _learn_one_word_token(base_tokenizer, tmp_path / "w", "lin_Latn", " ngorika",
+                                            "Tala{} na zando.", 3)
+    assert token.merge is not None and "".join(token.merge) == token.token
     # Without whole words the same budget buys one pair merge, which saves less on this text.
-    _, pair_only = extend_tokenizer(base_tokenizer, texts, 1, tmp_path / "p", 1, whole_words=False)
+    _, pair_only = extend_tokenizer(base_tokenizer, {"lin_Latn": lines}, 1, tmp_path / "p", 1, whole_words=False)
     assert pair_only[0].frequency < token.frequency
 
 
