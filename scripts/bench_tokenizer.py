@@ -58,7 +58,9 @@ def encode_seconds(tokenizer, lines, repeats: int = 3) -> float:
 def word_pieces(tokenizer, lines):
     """The pre-tokenized pieces of ``lines`` that hold a letter (the words; new tokens live only there)."""
     pre = tokenizer.backend_tokenizer.pre_tokenizer
-    return [piece for line in lines for piece, _ in pre.pre_tokenize_str(line) if any(ch.isalpha() for ch in piece)]
+    # Letters are tested on the text itself: in the byte-level alphabet a space (Ġ) or a « (Â«) is a letter.
+    return [piece for line in lines for piece, (start, end) in pre.pre_tokenize_str(line)
+            if any(ch.isalpha() for ch in line[start:end])]
 
 
 def piece_counter(tokenizer):
