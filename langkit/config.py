@@ -343,8 +343,8 @@ class CorpusConfig:
     def check(self, key: str) -> None:
         if self.workers < 0:
             raise ConfigError(f"{key}.workers must be >= 0 (0: one per core)")
-        if self.executor not in ("local", "datatrove"):
-            raise ConfigError(f"{key}.executor must be local or datatrove, got {self.executor!r}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"{key}.executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         for i, source in enumerate(self.sources):
             source.check(f"{key}.sources[{i}]")
         if self.dev_size < 0 or self.test_size < 0:
@@ -412,6 +412,14 @@ class TokenizerConfig:
                 raise ConfigError(f"{key}.language_budgets.{code}: need a known language and a count >= 0")
         if sum(self.language_budgets.values()) > self.budget:
             raise ConfigError(f"{key}.language_budgets add up to more than {key}.budget ({self.budget})")
+
+
+EXECUTORS = ("local", "datatrove")
+"""Where the corpus stage's per-source phase runs: ``local`` (this process or its process pool) or
+``datatrove`` (datatrove's LocalPipelineExecutor; its SlurmPipelineExecutor from Python, see the README)."""
+
+MIX_KINDS = ("monolingual", "translation")
+"""The kinds of training example that ``train.mix`` weighs."""
 
 
 @dataclass
@@ -521,7 +529,7 @@ class TrainConfig:
         if (self.lora_expert_r is not None or self.lora_expert_alpha is not None) and not self.lora_experts:
             raise ConfigError(f"{key}.lora_expert_r/lora_expert_alpha need {key}.lora_experts: true")
         for kind, weight in self.mix.items():
-            if kind not in ("monolingual", "translation"):
+            if kind not in MIX_KINDS:
                 raise ConfigError(f"{key}.mix.{kind}: unknown kind; kinds are monolingual and translation")
             if weight < 0:
                 raise ConfigError(f"{key}.mix.{kind} must be >= 0, got {weight}")

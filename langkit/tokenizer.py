@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import heapq
 import json
 import os
 import shutil
 import struct
 import tempfile
+import time
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -504,15 +506,24 @@ class _PairIndex:
         be produced): the merge everywhere, then the whole-word lookup of the words the merge spells.
         Overlapping pairs (``aaa``) are counted as if all merged: the check errs on the side of refusing."""
         string = self.spelling[pair[0]] + self.spelling[pair[1]]
-        merged_elsewhere = self.total.get(pair, 0)
-        used: dict[int, int] = defaultdict(int)
-        for w in self.by_string.get(string, ()):
-            word = self.words[w]
-            for t in word:  # the word becomes one token: all of its tokens go
-                used[t] += self.counts[w]
-            merged_elsewhere -= self.counts[w] * sum(p == pair for p in zip(word, word[1:], strict=False))
+        used = self._used_by_lookup(string)
+        merged_elsewhere = self.total.get(pair, 0) - sum(
+            self.counts[w] * sum(p == pair for p in zip(self.words[w], self.words[w][1:], strict=False))
+            for w in self.by_string.get(string, ()))
         for t in pair:
             used[t] += merged_elsewhere
+        return self._strands(used)
+
+    def _used_by_lookup(self, string: str) -> dict[int, int]:
+        """Occurrences of each token that the words spelled ``string`` give up on becoming one token."""
+        used: dict[int, int] = defaultdict(int)
+        for w in self.by_string.get(string, ()):
+            for t in self.words[w]:
+                used[t] += self.counts[w]
+        return used
+
+    def _strands(self, used: Mapping[int, int]) -> bool:
+        """True when giving up ``used`` ({token: occurrences}) leaves some new token with none."""
         return any(t in self.occurrences and self.occurrences[t] <= n for t, n in used.items())
 
     def _resegment(self, w: int, merged: list[int], touched: set[tuple[int, int]]) -> None:
@@ -536,11 +547,7 @@ class _PairIndex:
     def word_token_would_strand(self, string: str) -> bool:
         """True when giving the words spelled ``string`` their own token would consume every occurrence of
         an earlier new token (which would then never be produced)."""
-        used: dict[int, int] = defaultdict(int)
-        for w in self.by_string.get(string, ()):
-            for t in self.words[w]:
-                used[t] += self.counts[w]
-        return any(t in self.occurrences and self.occurrences[t] <= n for t, n in used.items())
+        return self._strands(self._used_by_lookup(string))
 
     def merge(self, pair: tuple[int, int] | None, new_id: int) -> int:
         """Replace ``pair`` by ``new_id`` in every word holding it (left to right, as BPE does), then
@@ -655,8 +662,6 @@ class PivotGuard:
         """Protect what the ``top_n`` most frequent words of each pivot language use more than
         ``tolerance`` of the time (shares of running text, from the frequency lists that the wordfreq
         package carries; read offline, nothing of them is copied into langkit)."""
-        import hashlib
-
         import wordfreq
 
         from langkit.languages import get_language
@@ -960,10 +965,9 @@ def extend_with_config(
     benchmark, so they all learn the same tokens from the same text.
 
     Next to the tokenizer, ``extension.json`` records how it was made, so that it can be made again: the
-    settings, each language's lines and new tokens, a digest of the (normalized) text it learned from,
+    settings, the new tokens by the share that paid for them, each language's lines and a digest of the
+    (normalized) text it learned from,
     and the ``sources`` files ((language, path) pairs) with their SHA-256."""
-    import time
-
     started = time.perf_counter()
     if config.normalize:
         texts = {lang: normalize_lines(lines, lang, normalize_config) for lang, lines in texts.items()}
@@ -974,8 +978,6 @@ def extend_with_config(
         language_budgets=dict(config.language_budgets), guard=guard, words_only=config.words_only, mode=config.mode,
         whole_words=config.whole_words,
     )
-    import hashlib
-
     learned = Counter(t.language for t in new_tokens)
     write_json(Path(out_dir) / "extension.json", {
         "base": config.base,

@@ -93,16 +93,12 @@ def generate(folder: Path, lines: int, seed: int = 0) -> list[dict[str, Any]]:
 def _child_build(spec: str) -> None:
     """Subprocess: one whole build_corpus (the parent measures wall time and peak RSS)."""
     from langkit.config import config_from_dict
-    from langkit.corpus import build_corpus
+    from langkit.corpus import build_from_config
 
     args = json.loads(spec)
-    cfg = config_from_dict({"languages": args["languages"], "corpus": {"sources": args["sources"]}})
-    c = cfg.corpus
-    build_corpus(
-        c.sources, cfg.languages, Path(args["out"]), c.dev_size, c.test_size, c.seed,
-        normalization=c.normalize, pii=c.pii, filters=c.filters, langid=c.langid, dedup=c.dedup,
-        workers=args["workers"], executor=args.get("executor", "local"),
-    )  # fmt: skip
+    cfg = config_from_dict({"languages": args["languages"], "corpus": {
+        "sources": args["sources"], "workers": args["workers"], "executor": args.get("executor", "local")}})
+    build_from_config(cfg, args["out"])
 
 
 def _child_reference(spec: str) -> None:
@@ -173,13 +169,14 @@ def step_rates(
 ) -> tuple[dict[str, float], int]:
     """Records/s of each step alone, in this process; and the near-dup index size (entries)."""
     from langkit.config import FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
-    from langkit.corpus.build import Example, write_split
+    from langkit.corpus.build import MERGE_CHUNK, Example, write_split
     from langkit.corpus.dedup import Decontaminator, MinHasher, NearDuplicateIndex
     from langkit.corpus.filters import check_quality
     from langkit.corpus.langid import LangIdFilter
     from langkit.corpus.normalize import Normalizer
     from langkit.corpus.pii import PiiScrubber
     from langkit.corpus.readers import read_source
+    from langkit.corpus.shards import SIGNATURE_BATCH
 
     rates: dict[str, float] = {}
 
@@ -215,14 +212,14 @@ def step_rates(
 
     kept = timed("dedup exact", n, exact)
     # The near-duplicate step as the build runs it: signatures in the per-source phase (batches of
-    # 256 records), then in the merge one vectorized lookup per chunk of 8,192 and the in-chunk
-    # decisions one record at a time.
+    # SIGNATURE_BATCH records), then in the merge one vectorized lookup per chunk of MERGE_CHUNK and the
+    # in-chunk decisions one record at a time.
     hasher = MinHasher()
 
     def minhash() -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
-        for i in range(0, len(kept), 256):
-            sigs, _, short = hasher.signatures([(t, "") for _, t in kept[i : i + 256]])
+        for i in range(0, len(kept), SIGNATURE_BATCH):
+            sigs, _, short = hasher.signatures([(t, "") for _, t in kept[i : i + SIGNATURE_BATCH]])
             out.append((sigs, short))
         return out
 
@@ -233,8 +230,8 @@ def step_rates(
         sigs = np.concatenate([b[0] for b in batches])
         short = np.concatenate([b[1] for b in batches])
         dropped = 0
-        for lo in range(0, len(sigs), 8192):
-            s, sh = sigs[lo : lo + 8192], short[lo : lo + 8192]
+        for lo in range(0, len(sigs), MERGE_CHUNK):
+            s, sh = sigs[lo : lo + MERGE_CHUNK], short[lo : lo + MERGE_CHUNK]
             keys = index.band_keys(s)
             best, similarity = index.match_flushed(s, sh, keys)
             for r in range(len(s)):

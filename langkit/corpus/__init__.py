@@ -18,6 +18,7 @@ also the normalization rules with before/after samples and the PII replaced by t
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from langkit.config import RunConfig
 from langkit.corpus.build import COLUMNS, SPLITS, build_corpus
@@ -25,16 +26,24 @@ from langkit.corpus.normalize import Normalizer, normalize_text
 from langkit.corpus.readers import Record, read_source
 from langkit.rundir import RunDir
 
-__all__ = ["COLUMNS", "SPLITS", "Normalizer", "Record", "build_corpus", "normalize_text", "read_source", "run"]
+__all__ = ["COLUMNS", "SPLITS", "Normalizer", "Record", "build_corpus", "build_from_config", "normalize_text",
+           "read_source", "run"]
 
 
-def run(cfg: RunConfig, run_dir: RunDir) -> Path:
-    """The corpus stage's front door: build ``run_dir.corpus`` from ``cfg.corpus`` and return it."""
+def build_from_config(cfg: RunConfig, out_dir: str | Path, **overrides: Any) -> dict[str, Any]:
+    """:func:`build_corpus` with everything ``cfg.corpus`` says; ``overrides`` replace single keyword
+    arguments (the Slurm merge task runs with ``workers=1``). Returns the build's stats."""
     c = cfg.corpus
-    build_corpus(
-        c.sources, cfg.languages, run_dir.corpus, c.dev_size, c.test_size, c.seed,
+    options: dict[str, Any] = dict(
         release=c.release, allow_restricted=c.allow_restricted,
         normalization=c.normalize, pii=c.pii, filters=c.filters, langid=c.langid, dedup=c.dedup,
         workers=c.workers, only_source=c.only_source, executor=c.executor,
     )  # fmt: skip
+    options.update(overrides)
+    return build_corpus(c.sources, cfg.languages, Path(out_dir), c.dev_size, c.test_size, c.seed, **options)
+
+
+def run(cfg: RunConfig, run_dir: RunDir) -> Path:
+    """The corpus stage's front door: build ``run_dir.corpus`` from ``cfg.corpus`` and return it."""
+    build_from_config(cfg, run_dir.corpus)
     return run_dir.corpus

@@ -56,7 +56,15 @@ from typing import IO, Any
 
 import numpy as np
 
-from langkit.config import DedupConfig, FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
+from langkit.config import (
+    EXECUTORS,
+    DedupConfig,
+    FilterConfig,
+    LangIdConfig,
+    NormalizeConfig,
+    PiiConfig,
+    SourceConfig,
+)
 from langkit.corpus.card import write_dataset_card
 from langkit.corpus.dedup import Decontaminator, Match, NearDuplicateIndex
 from langkit.corpus.filters import FILTER_REASONS
@@ -94,9 +102,6 @@ COLUMNS = (
 """The columns of every split, in order; ``line`` is an int, ``normalization`` a list of str (the ids
 of the normalization rules, flags and PII types that touched the record, ``pivot:`` ones for the pivot
 text, e.g. ``["apostrophe", "pii:phone", "pivot:space"]``), every other column a str."""
-EXECUTORS = ("local", "datatrove")
-"""Where the per-source phase runs: ``local`` (this process or its process pool) or ``datatrove``
-(datatrove's LocalPipelineExecutor; its SlurmPipelineExecutor from Python, see the README)."""
 ROW_GROUP_SIZE = 100_000
 """Rows per parquet row group of the splits (fixed, so the same rows always give the same file)."""
 SPOOL_ROWS = 16_384
@@ -579,6 +584,9 @@ def _merge_one(
             if index is not None:
                 signed = [it for it in candidates if it["sig"]]
                 data = sig_file.read(4 * num_perm * len(signed))  # type: ignore[union-attr]
+                if len(data) != 4 * num_perm * len(signed):
+                    raise ValueError(f"{signature_path(shard)}: {len(data)} bytes where the shard {shard.name} "
+                                     f"needs {4 * num_perm * len(signed)} more; delete both and build again")
                 sigs = np.frombuffer(data, dtype="<u4").reshape(len(signed), num_perm)
                 short = np.array([bool(it["short"]) for it in signed], dtype=bool)
                 keys = index.band_keys(sigs)

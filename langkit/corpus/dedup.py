@@ -331,11 +331,6 @@ class NearDuplicateIndex:
     def __len__(self) -> int:
         return len(self._keys)
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held in memory for the flushed records (band tables, keys, short flags)."""
-        return sum(t.nbytes for t in self._tables) + self._keys.nbytes + len(self._short)
-
     def signature(self, text: str, pivot: str = "") -> np.ndarray | None:
         """The MinHash signature ([num_perm] uint32) of ``text`` and ``pivot`` together, or None when
         neither has any letter, digit or other non-punctuation character."""

@@ -78,14 +78,9 @@ class CorpusMerge(PipelineStep):  # type: ignore[misc]
         self.out_dir = str(out_dir)
 
     def run(self, data: Any, rank: int = 0, world_size: int = 1) -> Any:
-        from langkit.corpus.build import build_corpus
+        from langkit.corpus import build_from_config
 
-        c = self.cfg.corpus
-        build_corpus(
-            c.sources, self.cfg.languages, Path(self.out_dir), c.dev_size, c.test_size, c.seed,
-            release=c.release, allow_restricted=c.allow_restricted, normalization=c.normalize, pii=c.pii,
-            filters=c.filters, langid=c.langid, dedup=c.dedup, workers=1,
-        )  # fmt: skip
+        build_from_config(self.cfg, self.out_dir, workers=1, only_source="", executor="local")
         if data:
             yield from data
 
@@ -112,7 +107,8 @@ def run_sources_datatrove(
     executor.run()
     missing = [source_name(s) for s in todo if not shards[source_name(s)].is_file()]
     if missing:  # pragma: no cover - a task failed; datatrove logged why
-        raise RuntimeError(f"datatrove tasks did not write the shards of: {', '.join(missing)}")
+        raise RuntimeError(f"datatrove tasks did not write the shards of: {', '.join(missing)} "
+                           f"(datatrove's logs: {work_dir / 'datatrove'})")
 
 
 def slurm_executors(

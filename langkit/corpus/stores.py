@@ -43,10 +43,6 @@ class SortedRuns:
     def __len__(self) -> int:
         return sum(len(r) for r in self.runs)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(r.nbytes for r in self.runs)
-
     def add(self, values: np.ndarray) -> None:
         if not len(values):
             return
@@ -79,10 +75,6 @@ class DigestSet:
     def __len__(self) -> int:
         return len(self._runs) + len(self._pending)
 
-    @property
-    def nbytes(self) -> int:
-        return self._runs.nbytes
-
     def contains_flushed(self, digests: np.ndarray) -> np.ndarray:
         """[n] bool: which ``digests`` were added before the last :meth:`flush` (one vectorized
         search per run; check the rest with :meth:`in_pending`)."""
@@ -93,9 +85,6 @@ class DigestSet:
 
     def add(self, digest: int) -> None:
         self._pending.add(digest)
-
-    def __contains__(self, digest: int) -> bool:
-        return digest in self._pending or bool(self.contains_flushed(np.array([digest], dtype=np.uint64))[0])
 
     def flush(self) -> None:
         """Move the values added since the last flush into the sorted runs."""
@@ -110,10 +99,6 @@ class BandTable:
 
     def __init__(self) -> None:
         self._runs = SortedRuns()
-
-    @property
-    def nbytes(self) -> int:
-        return self._runs.nbytes
 
     def add(self, keys: np.ndarray, records: np.ndarray) -> None:
         """Entries for ``records`` ([n] ints) with band ``keys`` ([n], below 2^32)."""
@@ -232,10 +217,6 @@ class StringTable:
 
     def __len__(self) -> int:
         return self._n
-
-    @property
-    def nbytes(self) -> int:
-        return len(self._data) + self._ends.nbytes
 
     def append(self, text: str) -> None:
         self._data += text.encode("utf-8")

@@ -104,7 +104,6 @@ from langkit.train.model import (
     ATTENTION_MODULES,
     EXPERT_PARAMETERS,
     base_model_config,
-    base_vocab_size,
     check_max_length,
     check_vocabulary,
     count_parameters,
@@ -119,7 +118,7 @@ from langkit.utils import atomic_write_text, get_logger, progress, write_json
 
 __all__ = [
     "ADAPTER_WEIGHTS", "ASSUMED_POWER_W", "ATTENTION_MODULES", "CHECKPOINT_PREFIX", "EXPERT_PARAMETERS", "KINDS",
-    "TRAINER_STATE", "Batch", "ExampleStream", "MixedStream", "TrainResult", "base_model_config", "base_vocab_size",
+    "TRAINER_STATE", "Batch", "ExampleStream", "MixedStream", "TrainResult", "base_model_config",
     "check_max_length", "check_vocabulary", "collate", "collate_packed", "count_parameters", "encode_records",
     "encode_records_with_kinds", "energy_estimate", "export_merged", "expert_lora", "fit", "list_checkpoints",
     "load_adapted_model", "load_examples", "load_training_data", "lora_config", "lr_factor", "make_optimizer",
@@ -173,24 +172,20 @@ def _training_step(model: Any, batch: Batch, optimizer: Any, scheduler: torch.op
     processes = accelerator.num_processes
     # Mean causal-LM loss over this process's labelled (non -100) tokens (LossModule: chunked or not).
     loss = model(to_device(batch.inputs, accelerator.device))
-    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-    if processes > 1:  # every process stops together (one alone would leave the others in the all-reduce)
-        bad = accelerator.reduce(bad, reduction="sum")
-    if bad.item():
-        raise FloatingPointError(f"loss is not finite ({loss.item()} here) on {int(bad.item())} process(es); "
+    # One all-reduce gives both the step's loss and whether any process saw a non-finite one: every process
+    # then stops together (one alone would leave the others waiting in the next collective).
+    bad, value = sum_over_processes(
+        accelerator, [float(not torch.isfinite(loss.detach()).item()), float(loss.item()) * batch.loss_share])
+    if bad:
+        raise FloatingPointError(f"loss is not finite ({loss.item()} here) on {int(bad)} process(es); "
                                  "lower train.learning_rate or check the data")
-    if processes == 1:
-        accelerator.backward(loss)
-    else:
-        # DDP averages gradients over processes: weighting each process's mean by (its labelled tokens /
-        # the step's) x processes makes the result the mean over all the step's labelled tokens.
-        accelerator.backward(loss * (batch.loss_share * processes))
+    # DDP averages gradients over processes: weighting each process's mean by (its labelled tokens / the
+    # step's) x processes makes the result the mean over all the step's labelled tokens (alone: x 1).
+    accelerator.backward(loss * (batch.loss_share * processes))
     grad_norm = accelerator.clip_grad_norm_(params, MAX_GRAD_NORM)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    value = float(loss.item()) if processes == 1 else sum_over_processes(
-        accelerator, [float(loss.item()) * batch.loss_share])[0]
     return value, None if grad_norm is None else float(grad_norm)
 
 
@@ -308,10 +303,10 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
     meter = EnergyMeter(device.type, device.index or 0, measure_cpu=accelerator.local_process_index == 0).start()
 
     def energy_so_far(wall: float) -> dict[str, Any]:
-        method, joules = meter.stop()
-        # The same method on every process, or the estimate: a partial measurement would undercount.
-        flags = sum_over_processes(accelerator, [1.0 if method == meter.method != energy.ESTIMATED else 0.0, joules])
-        measured = flags[0] == processes and meter.method != energy.ESTIMATED
+        _, joules = meter.stop()
+        # Measured on every process, or the estimate: a partial measurement would undercount.
+        flags = sum_over_processes(accelerator, [0.0 if meter.method == energy.ESTIMATED else 1.0, joules])
+        measured = flags[0] == processes
         if state is not None and (energy_before or {}).get("method") != (meter.method if measured else None):
             measured = False  # earlier segments measured otherwise, or not at all (or by an older langkit)
         total = flags[1] + (energy_before or {}).get("joules", 0.0) if measured else 0.0
@@ -339,6 +334,7 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
         accelerator.wait_for_everyone()
 
     wrapped.train()
+    lengths = [len(e.input_ids) for e in examples]  # measured once, not on every packed step
     start = time.perf_counter()
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -346,7 +342,7 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
     try:
         done = step
         for step in progress(range(done + 1, train.max_steps + 1), desc="train", total=max(0, train.max_steps - done)):
-            batch = next_batch(stream, examples, train, pad_id, sliding_window, rank, processes)
+            batch = next_batch(stream, examples, train, pad_id, sliding_window, rank, processes, lengths)
             lr = scheduler.get_last_lr()[0]
             loss, grad_norm = _training_step(wrapped, batch, optimizer, scheduler, params, accelerator)
             meter.tick()

@@ -27,16 +27,15 @@ from typing import Any, Protocol
 import torch
 
 from langkit.attention import EAGER, packed_eager_masks
-from langkit.config import TrainConfig
+from langkit.config import MIX_KINDS, TrainConfig
 from langkit.harmony import IGNORE_INDEX, Example, encode_monolingual, encode_translation
 from langkit.models import DTYPES
 from langkit.utils import get_logger
 
 log = get_logger("train")
 
-MONOLINGUAL = "monolingual"
-TRANSLATION = "translation"
-KINDS = (MONOLINGUAL, TRANSLATION)
+KINDS = MIX_KINDS
+MONOLINGUAL, TRANSLATION = KINDS
 
 
 def read_records(path: Path, languages: Sequence[str]) -> list[dict[str, Any]]:
@@ -332,7 +331,8 @@ class Batch:
 
 
 def next_batch(stream: Stream, examples: Sequence[Example], train: TrainConfig, pad_id: int,
-               sliding_window: int | None, rank: int = 0, processes: int = 1) -> Batch:
+               sliding_window: int | None, rank: int = 0, processes: int = 1,
+               lengths: Sequence[int] | None = None) -> Batch:
     """The next step's batch for process ``rank`` of ``processes``. The global step is ``train.batch_size``
     x ``processes`` examples padded to the longest of each process's share, or with ``train.packing`` that
     many packed rows; process ``rank`` gets rows ``rank * batch_size`` to ``(rank + 1) * batch_size - 1``.
@@ -340,10 +340,12 @@ def next_batch(stream: Stream, examples: Sequence[Example], train: TrainConfig, 
     position ids); ``langkit_sink`` reads the position ids.
 
     A process whose share is empty (packing a data set smaller than one step) gets the first row again
-    with ``loss_share`` 0: it runs forward and backward like the others, and contributes nothing."""
+    with ``loss_share`` 0: it runs forward and backward like the others, and contributes nothing.
+    ``lengths`` (the examples' token counts) saves measuring every example again on each step."""
     per_process = train.batch_size
     if train.packing:
-        lengths = [len(e.input_ids) for e in examples]
+        if lengths is None:
+            lengths = [len(e.input_ids) for e in examples]
         rows = take_packed(stream, lengths, per_process * processes, train.max_length)
     else:
         rows = [[i] for i in stream.take(per_process * processes)]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from langkit.loss import causal_lm_loss
-from langkit.utils import LOGGER_NAME
+from langkit.utils import get_logger
 
 
 def make_accelerator() -> Any:
@@ -37,12 +37,12 @@ def make_accelerator() -> Any:
     accelerator = Accelerator(cpu=several and not torch.cuda.is_available())
     for flag, wanted in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED")):
         if os.environ.get(flag, "").lower() == "true" and distributed_kind(accelerator) != wanted:
-            logging.getLogger(f"{LOGGER_NAME}.train").warning(
+            get_logger("train").warning(
                 "the launch asked for %s but accelerate runs %s here (it needs GPUs): nothing is sharded", wanted,
                 distributed_kind(accelerator))
     if not accelerator.is_main_process:
         # One voice: the other processes log warnings and errors only (no progress bars either).
-        logging.getLogger(LOGGER_NAME).setLevel(logging.WARNING)
+        get_logger().setLevel(logging.WARNING)
     return accelerator
 
 
@@ -111,7 +111,7 @@ def load_optimizer_state(accelerator: Any, wrapped: Any, optimizer: Any, state: 
     """Put a checkpoint's optimizer state back (after ``accelerator.prepare``)."""
     kind = distributed_kind(accelerator)
     if state is None or kind == "DEEPSPEED":
-        logging.getLogger(f"{LOGGER_NAME}.train").warning(
+        get_logger("train").warning(
             "the checkpoint holds no optimizer state (DeepSpeed ZeRO-3): AdamW's moments restart at zero")
         return
     if kind == "FSDP":

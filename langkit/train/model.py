@@ -64,11 +64,6 @@ def base_model_config(name: str) -> Any:
     return AutoConfig.from_pretrained(name)
 
 
-def base_vocab_size(name: str) -> int:
-    """Embedding rows of base model ``name``, read from its config (no weights loaded)."""
-    return int(base_model_config(name).vocab_size)
-
-
 def check_max_length(train: TrainConfig, config: Any) -> None:
     """``ValueError`` when ``train.max_length`` is beyond the positions the base model was built for."""
     limit = getattr(config, "max_position_embeddings", None)
