@@ -20,10 +20,8 @@ downloading) refuse a folder that does not match its manifest. Pushing goes thro
 from __future__ import annotations
 
 import copy
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,7 +31,15 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from langkit.config import RunConfig, save_config
 from langkit.languages import LANGUAGES, get_language
 from langkit.rundir import RunDir
-from langkit.utils import atomic_write_text, get_logger, read_json, sha256_file, write_json
+from langkit.utils import (
+    atomic_write_text,
+    get_logger,
+    read_json,
+    replace_dir,
+    sha256_file,
+    temp_dir,
+    write_json,
+)
 
 log = get_logger("publish")
 
@@ -569,22 +575,6 @@ def _model_card(cfg: RunConfig, facts: _RunFacts) -> ModelCard:
 # --------------------------------------------------------------------------------------------------
 
 
-def _swap_in(new: Path, final: Path) -> None:
-    """Put the finished folder ``new`` at ``final``; readers never see a half-written release."""
-    old = None
-    if final.exists() or final.is_symlink():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.rename(final, old)
-    os.rename(new, final)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
-
-
 def _shareable_config(cfg: RunConfig) -> RunConfig:
     """The resolved config with local source files named by file name only: their absolute paths
     (home folders, user names) mean nothing to others and are not for publishing."""
@@ -609,7 +599,7 @@ def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
     facts = _gather(run_dir)
 
     run_dir.root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".release-", dir=run_dir.root))
+    tmp = temp_dir(run_dir.release)
     try:
         for item in sorted(adapter.iterdir()):
             if item.name == CARD_NAME:
@@ -625,7 +615,7 @@ def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
         save_config(_shareable_config(cfg), tmp / CONFIG_NAME)
         atomic_write_text(tmp / CARD_NAME, str(_model_card(cfg, facts)))
         manifest = write_manifest(tmp)
-        _swap_in(tmp, run_dir.release)
+        replace_dir(tmp, run_dir.release)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

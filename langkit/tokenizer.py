@@ -18,10 +18,8 @@ import base64
 import hashlib
 import heapq
 import json
-import os
 import shutil
 import struct
-import tempfile
 import time
 import unicodedata
 from collections import Counter, defaultdict
@@ -30,7 +28,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from langkit.utils import atomic_write_text, cache_dir, get_logger, progress, sha256_file, write_json
+from langkit.utils import (
+    atomic_write_text,
+    cache_dir,
+    get_logger,
+    progress,
+    replace_dir,
+    sha256_file,
+    temp_dir,
+    write_json,
+)
 
 log = get_logger("tokenizer")
 
@@ -179,12 +186,9 @@ def build_offline_tokenizer(out_dir: Path) -> Path:
         tokenizer_object=backend, bos_token=BOS_TOKEN, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN
     )
     tok.chat_template = HARMONY_CHAT_TEMPLATE
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    tmp = temp_dir(out_dir)
     tok.save_pretrained(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
+    return replace_dir(tmp, out_dir)
 
 
 def offline_tokenizer_dir() -> Path:
@@ -973,27 +977,28 @@ def extend_with_config(
         texts = {lang: normalize_lines(lines, lang, normalize_config) for lang, lines in texts.items()}
     guard = (PivotGuard.build(tokenizer, top_n=config.pivot_guard_words, tolerance=config.pivot_guard_tolerance)
              if config.pivot_guard else None)
-    extended, new_tokens = extend_tokenizer(
+    def describe(new_tokens: list[NewToken]) -> dict[str, Any]:
+        learned = Counter(t.language for t in new_tokens)
+        return {
+            "base": config.base,
+            "base_vocabulary": len(tokenizer),
+            "vocabulary": len(tokenizer) + len(new_tokens),
+            "settings": asdict(config),
+            "new_tokens": {"total": len(new_tokens), **dict(sorted(learned.items()))},  # by the share that paid
+            "languages": {
+                lang: {"lines": len(lines),
+                       "text_sha256": hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()}
+                for lang, lines in sorted(texts.items())
+            },
+            "sources": [{"language": lang, "path": str(path), "sha256": sha256_file(path)} for lang, path in sources],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+
+    return extend_tokenizer(
         tokenizer, texts, config.budget, out_dir, config.min_frequency, balance=config.balance,
         language_budgets=dict(config.language_budgets), guard=guard, words_only=config.words_only, mode=config.mode,
-        whole_words=config.whole_words,
+        whole_words=config.whole_words, describe=describe,
     )
-    learned = Counter(t.language for t in new_tokens)
-    write_json(Path(out_dir) / "extension.json", {
-        "base": config.base,
-        "base_vocabulary": len(tokenizer),
-        "vocabulary": len(extended),
-        "settings": asdict(config),
-        "new_tokens": {"total": len(new_tokens), **dict(sorted(learned.items()))},  # by the share that paid
-        "languages": {
-            lang: {"lines": len(lines),
-                   "text_sha256": hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()}
-            for lang, lines in sorted(texts.items())
-        },
-        "sources": [{"language": lang, "path": str(path), "sha256": sha256_file(path)} for lang, path in sources],
-        "seconds": round(time.perf_counter() - started, 1),
-    })
-    return extended, new_tokens
 
 
 def extend_tokenizer(
@@ -1002,11 +1007,15 @@ def extend_tokenizer(
     budget: int,
     out_dir: str | Path,
     min_frequency: int = 2,
+    *,
+    describe: Callable[[list[NewToken]], Mapping[str, Any]] | None = None,
     **options: Any,
 ) -> tuple[Any, list[NewToken]]:
     """Extend ``tokenizer`` with merges learned on ``texts`` and save it to ``out_dir``: a Hugging Face
     tokenizer folder (tokenizer.json, config, special tokens, harmony chat template) plus
-    ``new_tokens.json`` next to it listing each new token with its base ids. ``options`` go to
+    ``new_tokens.json`` next to it listing each new token with its base ids, and ``extension.json`` with
+    what ``describe`` says of the new tokens. The folder is written beside ``out_dir`` and swapped in
+    whole; an existing ``out_dir`` must hold nothing but an earlier tokenizer. ``options`` go to
     :func:`learn_merges` (balance, language_budgets, guard, words_only)."""
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
@@ -1024,9 +1033,22 @@ def extend_tokenizer(
     expected = len(tokenizer) + len(new_tokens)
     if len(extended) != expected:
         raise RuntimeError(f"extended tokenizer has {len(extended)} ids, expected {expected}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    extended.save_pretrained(out_dir)
-    write_json(out_dir / "new_tokens.json", [asdict(t) for t in new_tokens])
+    tmp = temp_dir(out_dir)
+    try:
+        extended.save_pretrained(tmp)
+        write_json(tmp / "new_tokens.json", [asdict(t) for t in new_tokens])
+        if describe is not None:
+            write_json(tmp / "extension.json", describe(new_tokens))
+        # The swap replaces the whole folder: refuse one that holds anything a tokenizer folder does not.
+        written = {p.name for p in tmp.iterdir()} | {"extension.json"}
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in written) if out_dir.is_dir() else []
+        if foreign:
+            raise ValueError(f"{out_dir} holds files that are not a tokenizer's ({', '.join(foreign[:5])}); "
+                             "write the tokenizer to a new or empty folder, or over an earlier tokenizer")
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return AutoTokenizer.from_pretrained(str(out_dir)), new_tokens
 
 

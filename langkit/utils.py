@@ -1,4 +1,4 @@
-"""Small helpers every stage shares: the logger, progress bars, atomic writes, checksums."""
+"""Small helpers every stage shares: the logger, progress bars, atomic writes (files and folders), checksums."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -57,6 +58,48 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temp_dir(dest: Path) -> Path:
+    """An empty hidden folder next to ``dest`` to write into before :func:`replace_dir` (one left by a
+    crashed run is cleared first)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{dest.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(folder: Path) -> None:
+    """Flush every file under ``folder`` and the folders themselves to disk: a rename is only as durable as
+    what it names, and after a power loss or node crash a renamed folder could otherwise hold empty files."""
+    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
+        _fsync(path)
+
+
+def replace_dir(tmp: Path, dest: Path) -> Path:
+    """Put the finished folder ``tmp`` at ``dest`` (replacing a folder, or a link to one) by renames, so that
+    readers never see ``dest`` half written."""
+    _sync_tree(tmp)
+    old = dest.parent / f".old-{dest.name}"
+    if dest.exists() or dest.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    _fsync(dest.parent)  # the rename itself
+    if old.is_symlink() or old.is_file():
+        old.unlink()
+    else:
+        shutil.rmtree(old, ignore_errors=True)
+    return dest
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -166,6 +166,26 @@ def test_cli_extend_settings_are_applied_and_recorded(tmp_path, capsys):
     assert source["language"] == "wol_Latn" and source["sha256"] == hashlib.sha256(wol.read_bytes()).hexdigest()
 
 
+def test_extend_swaps_the_folder_in_whole_and_refuses_a_folder_that_is_not_a_tokenizer(base_tokenizer, tmp_path):
+    from langkit.tokenizer import extend_tokenizer
+
+    out = tmp_path / "tok"
+    extend_tokenizer(base_tokenizer, SAMPLE_TEXT, 5, out, 1, describe=lambda tokens: {"total": len(tokens)})
+    assert json.loads((out / "extension.json").read_text("utf-8")) == {"total": 5}
+    # Over an earlier tokenizer: replaced whole, so nothing of the earlier run is left (its extension.json).
+    _, new_tokens = extend_tokenizer(base_tokenizer, SAMPLE_TEXT, 3, out, 1)
+    assert not (out / "extension.json").exists() and len(json.loads((out / "new_tokens.json").read_text("utf-8"))) == 3
+    assert not list(tmp_path.glob(".*"))  # no temporary or old folder left beside it
+
+    # A folder holding anything else is refused, untouched, with its name and the strangers' names.
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "thesis.tex").write_text("keep me", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"notes holds files that are not a tokenizer's \(thesis.tex\)"):
+        extend_tokenizer(base_tokenizer, SAMPLE_TEXT, 3, notes, 1)
+    assert [p.name for p in notes.iterdir()] == ["thesis.tex"] and not list(tmp_path.glob(".*"))
+
+
 def test_cli_rejects_bad_text_argument(capsys):
     assert main(["-q", "tokenizer", "stats", "--text", "wol_Latn"]) == 2
     assert "LANG:PATH" in capsys.readouterr().err

@@ -10,7 +10,6 @@ next start. Only the main process writes.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from langkit.utils import replace_dir, temp_dir
 
 CHECKPOINT_PREFIX = "step-"
 TRAINER_STATE = "trainer_state.pt"
@@ -51,42 +52,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def temp_dir(dest: Path) -> Path:
-    """An empty hidden folder next to ``dest`` to write into before :func:`replace_dir`."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".tmp-{dest.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    return tmp
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_tree(folder: Path) -> None:
-    """Flush every file under ``folder`` and the folders themselves to disk: a rename is only as durable as
-    what it names, and after a power loss or node crash a renamed folder could otherwise hold empty files."""
-    for path in sorted(folder.rglob("*"), reverse=True) + [folder]:
-        _fsync(path)
-
-
-def replace_dir(tmp: Path, dest: Path) -> Path:
-    """Put the finished folder ``tmp`` at ``dest`` by renames, so ``dest`` is never half written."""
-    _sync_tree(tmp)
-    old = dest.parent / f".old-{dest.name}"
-    if dest.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    _fsync(dest.parent)  # the rename itself
-    shutil.rmtree(old, ignore_errors=True)
-    return dest
 
 
 def save_adapter(model: Any, dest: Path, extra: dict[str, Any] | None = None,

@@ -15,8 +15,7 @@ from langkit.config import RunConfig, TrainConfig
 from langkit.models import TINY, gpt_oss_config, load_base_model, resize_for_new_tokens
 from langkit.rundir import RunDir
 from langkit.tokenizer import NewToken, load_new_tokens
-from langkit.train.checkpoints import replace_dir, temp_dir
-from langkit.utils import get_logger
+from langkit.utils import get_logger, replace_dir, temp_dir
 
 log = get_logger("train")
 
