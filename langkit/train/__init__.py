@@ -314,9 +314,15 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
         devices = processes if device.type == "cuda" else _machines(accelerator)
         return energy.report(meter.method if measured else energy.ESTIMATED, total, wall, device.type, devices)
 
+    # The adapter gathered by the latest checkpoint, and at which step: the last step always checkpoints,
+    # and its gather (an all-gather of every trainable tensor under FSDP/ZeRO-3) serves the result too.
+    gathered: tuple[int, dict[str, torch.Tensor] | None] | None = None
+
     def checkpoint(at: int, wall: float) -> None:
+        nonlocal gathered
         # Gathering is collective under FSDP/ZeRO-3: every process runs this, the main one writes.
         adapter = trainable_state_dict(accelerator, wrapped)
+        gathered = (at, adapter)
         optim = optimizer_state(accelerator, wrapped, optimizer)
         spent = energy_so_far(wall)
         if main:
@@ -369,7 +375,10 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
             log_file.close()
     wall = wall_before + time.perf_counter() - start
     spent = energy_so_far(wall)
-    adapter = trainable_state_dict(accelerator, wrapped)  # collective when sharded
+    if gathered is not None and gathered[0] == step:
+        adapter = gathered[1]
+    else:  # no step ran (resumed at the end)
+        adapter = trainable_state_dict(accelerator, wrapped)  # collective when sharded
     model.eval()
     return TrainResult(step, tokens_seen, wall, losses, resumed_from, slots_seen, spent,
                        dict(kinds_seen) if train.mix else None, adapter)
