@@ -13,7 +13,7 @@ import pytest
 
 from langkit.config import ConfigError, SourceConfig, config_from_dict, load_config
 from langkit.corpus import build_corpus, run
-from langkit.corpus.dedup import Decontaminator, NearDuplicateIndex, dedup_text
+from langkit.corpus.dedup import Decontaminator, MinHasher, NearDuplicateIndex, dedup_text
 from langkit.rundir import RunDir
 
 # Illustrative sentences written for these tests (not validated language data). A sentence of about
@@ -132,6 +132,32 @@ def test_index_is_deterministic_and_seeded() -> None:
     assert all(np.array_equal(a, b) for a, b in zip(first_sigs, again_sigs, strict=True))
     assert not np.array_equal(decisions(1)[1][0], first_sigs[0])
     assert NearDuplicateIndex().signature("?!") is None
+
+
+@pytest.mark.parametrize("unit, shingle", [("char", 5), ("word", 3), ("char", 1)])
+def test_batched_signatures_equal_one_at_a_time(unit: str, shingle: int) -> None:
+    # The build hashes in batches; the index and the tests use the one-record form: they must agree on
+    # every kind of record, or a duplicate found one way is missed the other.
+    records = [
+        ("Nanga def? Maa ngi fi rekk, jërëjëf.", ""),
+        ("ok", ""),  # shorter than one window
+        ("", "An English pivot with no text beside it."),
+        ("Mbaa yàgg nga fi?", "Have you been here long?"),
+        ("...!?", ""),  # no letter: no signature
+        ("", ""),
+        ("Ɔ kɔ awlo lɛ ɔ wun i sɛ ɔ ti kpa 😀", "Il est rentré à la maison"),
+        ("a", "b"),
+        ("Habari za asubuhi", "..."),
+    ]
+    hasher = MinHasher(num_perm=32, shingle=shingle, shingle_unit=unit, min_words=3, seed=7)
+    sigs, has, short = hasher.signatures(records)
+    one_by_one = [hasher.signature(text, pivot) for text, pivot in records]
+    assert has.tolist() == [sig is not None for sig, _ in one_by_one]
+    assert short.tolist() == [is_short for _, is_short in one_by_one]
+    expected = [sig for sig, _ in one_by_one if sig is not None]
+    assert sigs.shape == (len(expected), 32) and sigs.dtype == np.uint32
+    for batched, single in zip(sigs, expected, strict=True):
+        np.testing.assert_array_equal(batched, single)
 
 
 def test_index_checks_its_settings() -> None:

@@ -31,10 +31,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from langkit.config import RunConfig, SourceConfig
 from langkit.corpus.readers import source_name
-from langkit.corpus.shards import Steps, process_source
-from langkit.utils import get_logger
-
-log = get_logger("corpus")
+from langkit.corpus.shards import Steps, missing_shards, process_source
 
 __all__ = ["CorpusMerge", "CorpusShards", "run_sources_datatrove", "slurm_executors"]
 
@@ -90,9 +87,7 @@ def run_sources_datatrove(
 ) -> None:
     """Write the missing shards with datatrove's LocalPipelineExecutor, ``workers`` tasks at a time
     (0: one per core), one task per source."""
-    todo = [s for s in sources if not shards[source_name(s)].is_file()]
-    if len(todo) < len(sources):
-        log.info("reusing %d finished source shard(s)", len(sources) - len(todo))
+    todo = missing_shards(sources, shards)
     if not todo:
         return
     n = max(1, min(workers or os.cpu_count() or 1, len(todo)))

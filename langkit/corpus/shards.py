@@ -262,11 +262,18 @@ def read_shard(shard: Path) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
-def run_sources(sources: list[SourceConfig], shards: dict[str, Path], steps: Steps, workers: int) -> None:
-    """Write the shards that are missing, ``workers`` sources at a time (0: one per core)."""
+def missing_shards(sources: list[SourceConfig], shards: dict[str, Path]) -> list[SourceConfig]:
+    """The sources whose shard is not written yet (a shard's name hashes all it depends on, so one that
+    exists is finished and current); logs how many are reused. Every executor starts here."""
     todo = [s for s in sources if not shards[source_name(s)].is_file()]
     if len(todo) < len(sources):
         log.info("reusing %d finished source shard(s) in %s", len(sources) - len(todo), WORK_DIR)
+    return todo
+
+
+def run_sources(sources: list[SourceConfig], shards: dict[str, Path], steps: Steps, workers: int) -> None:
+    """Write the shards that are missing, ``workers`` sources at a time (0: one per core)."""
+    todo = missing_shards(sources, shards)
     crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
     done = 0
 
