@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-whole-words", action="store_true",
                    help="pair merges only: never give a whole word its own token in one step")
     p.add_argument("--no-normalize", action="store_true", help="learn on the text as it is")
-    p = tok_sub.add_parser("stats", help="tokens per word, chars and bytes per token, split words, premium")
+    p = tok_sub.add_parser("stats", help="tokens per word, chars and bytes per token, split words, premium; "
+                           "cut: tokens saved against the first --tokenizer")
     p.add_argument("--tokenizer", action="append", default=None, metavar="DIR_OR_NAME",
                    help="tokenizer folder or Hub id; repeat to compare side by side (default: gpt-oss)")
     p.add_argument("--text", action="append", required=True, metavar="LANG:PATH",
@@ -148,7 +149,8 @@ def _tokenizer_stats(args: argparse.Namespace) -> None:
         for name, d in row["tokenizers"].items():
             table.append({"language": row["language"], "file": Path(row["path"]).name, "tokenizer": Path(name).name,
                           "lines": d["lines"], "words": d["words"], "characters": d["characters"],
-                          "tokens": d["tokens"], "tok/word": f"{d['tokens_per_word']:.3f}",
+                          "tokens": d["tokens"], "cut": "" if d["cut"] is None else f"{d['cut']:.1%}",
+                          "tok/word": f"{d['tokens_per_word']:.3f}",
                           "char/tok": f"{d['chars_per_token']:.3f}", "byte/tok": f"{d['bytes_per_token']:.3f}",
                           "split": f"{d['split_word_share']:.1%}",
                           "premium": "" if d["premium"] is None else f"{d['premium']:.3f}"})

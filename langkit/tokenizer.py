@@ -319,7 +319,8 @@ def compare_tokenizers(
     With ``normalize``, each file first goes through its language's normalization (the corpus
     stage's rules), so the numbers describe what the model sees. When an English file with as many
     lines as another file is among ``files``, the two are taken as aligned and the other file's
-    ``premium`` is its tokens over the English tokens, for the same tokenizer."""
+    ``premium`` is its tokens over the English tokens, for the same tokenizer. ``cut`` is the share of
+    tokens each tokenizer saves on the file against the first one (the base, when it is listed first)."""
     texts = []
     for language, path in files:
         lines = read_lines(path, keep_empty=True)
@@ -335,6 +336,10 @@ def compare_tokenizers(
                 eng_tokens = fertility(tokenizer, [line for line in reference if line]).tokens
                 stats.premium = round(stats.tokens / eng_tokens, 4) if eng_tokens else None
             row["tokenizers"][name] = stats.to_dict()
+        first, *others = row["tokenizers"].values()
+        first["cut"] = None
+        for measured in others:
+            measured["cut"] = round(1 - measured["tokens"] / first["tokens"], 4) if first["tokens"] else None
         rows.append(row)
     return rows
 

@@ -131,12 +131,16 @@ def test_cli_stats_and_extend(tmp_path, capsys):
     assert main(["-q", "tokenizer", "stats", "--tokenizer", "openai/gpt-oss-20b", "--tokenizer", str(out),
                  "--text", f"wol_Latn:{wol}", "--json", "--plot", str(png)]) == 0
     both = json.loads(capsys.readouterr().out)["files"][0]["tokenizers"]
-    assert both[str(out)]["tokens"] < both["openai/gpt-oss-20b"]["tokens"]
+    base_tokens, extended_tokens = both["openai/gpt-oss-20b"]["tokens"], both[str(out)]["tokens"]
+    assert extended_tokens < base_tokens
+    # The cut is against the first tokenizer listed, on the same (normalized) text.
+    assert both["openai/gpt-oss-20b"]["cut"] is None
+    assert both[str(out)]["cut"] == round(1 - extended_tokens / base_tokens, 4) > 0
     assert png.read_bytes()[:4] == b"\x89PNG"
     # The table form names every column the issue asks for.
     assert main(["-q", "tokenizer", "stats", "--tokenizer", str(out), "--text", f"wol_Latn:{wol}"]) == 0
     header = capsys.readouterr().out.splitlines()[1]
-    for column in ("tok/word", "char/tok", "byte/tok", "split", "premium"):
+    for column in ("tok/word", "char/tok", "byte/tok", "split", "premium", "cut"):
         assert column in header
 
 
