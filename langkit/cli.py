@@ -180,7 +180,10 @@ def _tokenizer_extend(args: argparse.Namespace) -> None:
     texts: dict[str, list[str]] = {}
     sources = parse_text_args(args.text)
     for language, path in sources:
-        texts.setdefault(language, []).extend(read_lines(path))
+        lines = read_lines(path)
+        if not lines:
+            raise ValueError(f"--text {language}:{path} holds no text (every line is empty)")
+        texts.setdefault(language, []).extend(lines)
     tokenizer, new_tokens = extend_with_config(load_base_tokenizer(args.base), texts, config, args.out,
                                                sources=sources)
     print(f"wrote {args.out}: {len(tokenizer)} ids ({len(new_tokens)} new; list in {Path(args.out) / 'new_tokens.json'})")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import heapq
+import io
 import json
 import shutil
 import struct
@@ -283,8 +284,17 @@ class Fertility:
 def read_lines(path: str | Path, keep_empty: bool = False) -> list[str]:
     """A plain-text file, one segment per line: NFC, surrounding whitespace stripped, empty lines
     skipped (or kept, to stay aligned with a parallel file)."""
-    with open(path, encoding="utf-8-sig") as f:
-        lines = [unicodedata.normalize("NFC", line.strip()) for line in f]
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte {column} of "
+                         "the line); convert the file to UTF-8, e.g. iconv -f LATIN1 -t UTF-8") from None
+    # Lines as a text file gives them (\n, \r\n or \r), not str.splitlines, which also splits at U+2028,
+    # U+0085 and form feeds and would shift lines against an aligned file.
+    lines = [unicodedata.normalize("NFC", line.strip()) for line in io.StringIO(text, newline=None)]
     return lines if keep_empty else [line for line in lines if line]
 
 
@@ -705,8 +715,6 @@ def sentencepiece_segments(lines: Sequence[str], vocab_size: int) -> list[str]:
     """The pieces a SentencePiece unigram model trained on ``lines`` cuts them into, as text (a piece
     that starts a word keeps its leading space). SentencePiece refuses a vocabulary larger than the
     text supports, so the size is lowered until it trains."""
-    import io
-
     import sentencepiece as spm
 
     size = vocab_size

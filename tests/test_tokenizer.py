@@ -197,6 +197,29 @@ def test_cli_rejects_bad_text_argument(capsys):
     assert "unknown language code" in capsys.readouterr().err
 
 
+def test_text_files_that_are_not_utf8_or_empty_are_refused_by_name(tmp_path, capsys):
+    latin1 = tmp_path / "wol_latin1.txt"
+    latin1.write_bytes("Nanga def\nJërëjëf, ba beneen\n".encode("latin-1"))
+    for command in (["stats"], ["extend", "--budget", "5", "--out", str(tmp_path / "t")]):
+        assert main(["-q", "tokenizer", *command, "--text", f"wol_Latn:{latin1}"]) == 2
+        assert f"{latin1}, line 2: not UTF-8 text (byte 0xeb at byte 2 of the line)" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    assert main(["-q", "tokenizer", "extend", "--budget", "5", "--text", f"wol_Latn:{empty}", "--out", str(tmp_path / "t")]) == 2
+    assert "holds no text" in capsys.readouterr().err and not (tmp_path / "t").exists()
+
+
+def test_read_lines_splits_where_a_text_file_does(tmp_path):
+    from langkit.tokenizer import read_lines
+
+    # U+2028, U+0085 and form feeds stay inside their line (str.splitlines would cut there and shift the
+    # lines against an aligned English file); \r\n and \r end lines; a BOM is dropped.
+    path = tmp_path / "mixed.txt"
+    path.write_bytes("\ufeffa\u2028b\r\nc\u0085d\x0ce\r\rf\n".encode("utf-8"))
+    assert read_lines(path, keep_empty=True) == ["a\u2028b", "c\u0085d\x0ce", "", "f"]
+    assert read_lines(path) == ["a\u2028b", "c\u0085d\x0ce", "f"]
+
+
 # --- issue 4: balance, pivot guard, every token used, measurement -----------------------------------
 
 # Pivot sentences with words that gpt-oss cuts into pieces (mangroves -> " mang" "ro" "ves"): the
