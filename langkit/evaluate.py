@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gc
+import hashlib
 import io
 import random
 import re
@@ -39,7 +40,7 @@ from langkit.config import RunConfig
 from langkit.harmony import STOP_TOKENS, render_prompt
 from langkit.languages import get_language
 from langkit.rundir import RunDir
-from langkit.utils import atomic_write_text, get_logger, progress, write_json
+from langkit.utils import atomic_write_bytes, atomic_write_text, get_logger, progress, write_json
 
 log = get_logger("evaluate")
 
@@ -344,16 +345,21 @@ def write_human_eval(translations: Sequence[Translation], out_dir: str | Path, s
     shuffled = list(translations)
     random.Random(seed).shuffle(shuffled)
     width = max(4, len(str(len(shuffled))))
+    # Every export numbers from 1: a tag in the ids makes a sheet read with another export's key fail
+    # instead of mis-assigning its ratings. It hashes only what the judges see, so it reveals nothing.
+    visible = hashlib.sha256(repr([(t.source, t.output, t.reference) for t in shuffled]).encode("utf-8"))
+    tag = visible.hexdigest()[:6]
     sheet_rows, key_rows = [], []
     for n, t in enumerate(shuffled, start=1):
-        item_id = f"item-{n:0{width}d}"
+        item_id = f"item-{tag}-{n:0{width}d}"
         sheet_rows.append({"item_id": item_id, "source": t.source, "output": t.output, "reference": t.reference,
                            "adequacy": "", "fluency": ""})
         key_rows.append({"item_id": item_id, "system": t.system, "direction": t.direction,
                          "source_language": t.source_language, "target_language": t.target_language,
                          "test_id": t.test_id})
     sheet, key = out_dir / "human_eval.csv", out_dir / "human_eval_key.csv"
-    atomic_write_text(sheet, _csv_text(SHEET_COLUMNS, sheet_rows))
+    # UTF-8 with a BOM: Excel opens it as UTF-8 (without, it reads cp1252 and garbles ë, ɛ, ŋ).
+    atomic_write_bytes(sheet, _csv_text(SHEET_COLUMNS, sheet_rows).encode("utf-8-sig"))
     atomic_write_text(key, _csv_text(KEY_COLUMNS, key_rows))
     atomic_write_text(out_dir / "human_eval_README.md", HUMAN_EVAL_README.format(n=len(sheet_rows)))
     return sheet, key
@@ -402,12 +408,20 @@ Read the ratings back with `langkit.evaluate.import_ratings("human_eval.csv", "h
 
 
 class RatingsError(ValueError):
-    """A filled-in sheet that cannot be read: the message names the file, the line and the problem."""
+    """A filled-in sheet that cannot be read: the message names the file, the line and the problem
+    (every rejected row, one per line, when there are several)."""
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    # utf-8-sig: spreadsheet programs often add a byte-order mark when they save CSV.
-    text = Path(path).read_text(encoding="utf-8-sig")
+    data = Path(path).read_bytes()
+    try:
+        # utf-8-sig: spreadsheet programs often add a byte-order mark when they save CSV.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:  # e.g. Excel's plain "CSV" format, saved in the Windows code page
+        line = data[: err.start].count(b"\n") + 1
+        raise RatingsError(f"{path}, line {line}: not UTF-8 (byte 0x{data[err.start]:02x}); "
+                           "save it again as CSV UTF-8") from None
+    text = re.sub(r"\r\n?", "\n", text)  # universal newlines, as read_text() would
     first = text.split("\n", 1)[0]
     delimiter = ";" if first.count(";") > first.count(",") else ","  # French-locale spreadsheets save with ';'
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -420,9 +434,9 @@ def _rating(path: Path, line: int, column: str, value: str | None) -> int | None
     if not value:
         return None
     low, high = RATING_RANGE
-    if not re.fullmatch(r"\d+(\.0+)?", value):
+    if not re.fullmatch(r"\d+([.,]0+)?", value):  # "4,0": a French-locale spreadsheet's number format
         raise RatingsError(f"{path}, line {line}: {column} must be a whole number from {low} to {high}, got {value!r}")
-    rating = int(float(value))
+    rating = int(re.split(r"[.,]", value)[0])
     if not low <= rating <= high:
         raise RatingsError(f"{path}, line {line}: {column} must be from {low} to {high}, got {rating}")
     return rating
@@ -434,13 +448,22 @@ def import_ratings(sheet_csv: str | Path, key_csv: str | Path) -> dict[str, Any]
     Returns ``{"items", "rated", "blank", "missing", "systems": {system: {direction: {"n", "rated",
     "blank", "adequacy", "fluency"}}}}``: a row with both ratings empty is counted as ``blank``; a key item
     absent from the sheet as ``missing``; means are over rated rows (None when none is). Raises
-    :class:`RatingsError` naming file and line for a rating that is not a whole number from 1 to 5, a row
-    with only one of the two ratings, or an item id that is unknown or repeated."""
+    :class:`RatingsError` naming file and line for a file that is not UTF-8, a rating that is not a whole
+    number from 1 to 5, a row with only one of the two ratings, or an item id that is unknown (a key from
+    another export) or repeated (in the sheet or the key); it lists every rejected row and imports none."""
     sheet_path, key_path = Path(sheet_csv), Path(key_csv)
     key_fields, key_rows = _read_csv(key_path)
     if missing_columns := [c for c in KEY_COLUMNS if c not in key_fields]:
         raise RatingsError(f"{key_path}: missing column(s) {', '.join(missing_columns)}")
-    key = {row["item_id"]: row for _, row in key_rows}
+    key: dict[str, dict[str, str]] = {}
+    key_lines: dict[str, int] = {}
+    for line, row in key_rows:
+        item_id = (row.get("item_id") or "").strip()
+        if not item_id and not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue  # an empty row, if the key went through a spreadsheet too
+        if item_id in key:  # the later row would silently take over the earlier one's ratings
+            raise RatingsError(f"{key_path}, line {line}: item_id {item_id!r} repeats line {key_lines[item_id]}")
+        key[item_id], key_lines[item_id] = row, line
     fields, rows = _read_csv(sheet_path)
     if missing_columns := [c for c in ("item_id", *RATING_COLUMNS) if c not in fields]:
         raise RatingsError(f"{sheet_path}: missing column(s) {', '.join(missing_columns)} (found: {', '.join(fields)})")
@@ -449,28 +472,42 @@ def import_ratings(sheet_csv: str | Path, key_csv: str | Path) -> dict[str, Any]
     for row in key.values():
         cells.setdefault((row["system"], row["direction"]), {"n": 0, "rated": 0, "blank": 0, "adequacy": [], "fluency": []})
     seen: dict[str, int] = {}
+    rejected: list[str] = []  # every bad row, so that one round of fixes is enough
     for line, row in rows:
         item_id = (row.get("item_id") or "").strip()
         if not item_id and not any((v or "").strip() for v in row.values() if isinstance(v, str)):
             continue  # an empty line a spreadsheet left at the end
         if item_id not in key:
-            raise RatingsError(f"{sheet_path}, line {line}: item_id {item_id!r} is not in {key_path}")
+            rejected.append(f"{sheet_path}, line {line}: item_id {item_id!r} is not in {key_path}"
+                            " (a sheet and a key from different exports?)")
+            continue
         if item_id in seen:
-            raise RatingsError(f"{sheet_path}, line {line}: item_id {item_id!r} repeats line {seen[item_id]}")
+            rejected.append(f"{sheet_path}, line {line}: item_id {item_id!r} repeats line {seen[item_id]}")
+            continue
         seen[item_id] = line
-        ratings = {c: _rating(sheet_path, line, c, row.get(c)) for c in RATING_COLUMNS}
+        try:
+            ratings = {c: _rating(sheet_path, line, c, row.get(c)) for c in RATING_COLUMNS}
+        except RatingsError as err:
+            rejected.append(str(err))
+            continue
         cell = cells[(key[item_id]["system"], key[item_id]["direction"])]
-        cell["n"] += 1
         if all(v is None for v in ratings.values()):
+            cell["n"] += 1
             cell["blank"] += 1
             continue
         if any(v is None for v in ratings.values()):
             empty = [c for c, v in ratings.items() if v is None][0]
-            raise RatingsError(f"{sheet_path}, line {line}: {empty} is empty but the other rating is filled; "
-                               "rate both or leave both empty")
+            rejected.append(f"{sheet_path}, line {line}: {empty} is empty but the other rating is filled; "
+                            "rate both or leave both empty")
+            continue
+        cell["n"] += 1
         cell["rated"] += 1
         for c, v in ratings.items():
             cell[c].append(v)
+    if len(rejected) == 1:
+        raise RatingsError(rejected[0])
+    if rejected:
+        raise RatingsError(f"{sheet_path}: {len(rejected)} row(s) rejected, nothing imported:\n" + "\n".join(rejected))
 
     systems: dict[str, dict[str, dict[str, Any]]] = {}
     for (system, direction), cell in sorted(cells.items()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -73,12 +74,15 @@ def test_score_equals_sacrebleu_cli(tmp_path):
     for name, args in (("chrf++", ("-m", "chrf", "--chrf-word-order", "2")), ("chrf", ("-m", "chrf")),
                        ("bleu", ("-m", "bleu"))):
         theirs = _cli(ref, hyp, *args)
-        assert round(ours[name]["score"], 2) == round(theirs["score"], 2), name
+        assert ours[name]["score"] == theirs["score"], name  # both to 4 decimals
         assert ours[name]["signature"] == theirs["signature"], name
     assert "nw:2" in ours["chrf++"]["signature"] and "nw:0" in ours["chrf"]["signature"]
     assert 0 < ours["chrf++"]["score"] < 100 and ours["chrf++"]["score"] != ours["chrf"]["score"]
     ci = ours["chrf++"]["ci95"]
     assert ci["n_bootstrap"] == 200 and ci["half_width"] > 0 and "bs:200" in ci["signature"]
+    theirs = _cli(ref, hyp, "-m", "chrf", "--chrf-word-order", "2", "--confidence", "--confidence-n", "200")
+    assert (ci["mean"], ci["half_width"]) == (theirs["confidence_mean"], theirs["confidence_var"])
+    assert ci["signature"] == theirs["signature"]
     assert "ci95" not in ours["chrf"]
     assert score(REFS, REFS)["chrf++"]["score"] == 100.0
     with pytest.raises(ValueError, match="3 hypotheses but 4 references"):
@@ -175,7 +179,7 @@ def _translations() -> list[Translation]:
 
 
 def _read(path: Path) -> list[dict[str, str]]:
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -193,7 +197,10 @@ def test_human_eval_sheet_is_blinded_shuffled_and_keyed(tmp_path):
     for secret in ("langkit", "base", "fra_Latn", "wol_Latn", "test-0"):
         assert secret not in text
     assert all(r["adequacy"] == "" and r["fluency"] == "" for r in rows)
-    assert [r["item_id"] for r in rows] == [f"item-{n:04d}" for n in range(1, len(items) + 1)]
+    tag = rows[0]["item_id"].split("-")[1]
+    assert [r["item_id"] for r in rows] == [f"item-{tag}-{n:04d}" for n in range(1, len(items) + 1)]
+    # Excel reads a CSV without a BOM as cp1252 and shows the judges "Ã«" for "ë"
+    assert sheet.read_bytes().startswith(b"\xef\xbb\xbfitem_id,") and "jërëjëf" in sheet.read_text(encoding="utf-8-sig")
     assert [r["output"] for r in rows] != [t.output for t in items]  # shuffled
 
     by_key = {k["item_id"]: k for k in keys}
@@ -246,6 +253,96 @@ def test_import_ratings_means_blanks_and_errors(tmp_path):
         assert problem in str(err.value)
     _fill(sheet, key, filled, lambda k: ("3", "" if k["item_id"] == bad_item else "3"))
     with pytest.raises(RatingsError, match="line 6: fluency is empty"):
+        import_ratings(filled, key)
+
+
+def test_import_ratings_names_every_rejected_row(tmp_path):
+    sheet, key = write_human_eval(_translations(), tmp_path, seed=3)
+    ids = [r["item_id"] for r in _read(sheet)]
+    bad = {ids[1]: ("0", "3"), ids[4]: ("3", ""), ids[9]: ("3", "4.5")}  # lines 3, 6 and 11
+    filled = tmp_path / "filled.csv"
+    _fill(sheet, key, filled, lambda k: bad.get(k["item_id"], ("3", "3")))
+    with pytest.raises(RatingsError) as err:
+        import_ratings(filled, key)
+    message = str(err.value)
+    assert "3 row(s) rejected" in message
+    for line, problem in ((3, "adequacy must be from 1 to 5, got 0"), (6, "fluency is empty"),
+                          (11, "fluency must be a whole number from 1 to 5, got '4.5'")):
+        assert f"{filled}, line {line}: {problem}" in message
+
+
+def test_import_ratings_reads_what_spreadsheets_save(tmp_path):
+    """BOM, CRLF, ';', blank lines in the middle, empty ';;;;;' rows at the end, '4,0' from a French locale."""
+    sheet, key = write_human_eval(_translations(), tmp_path, seed=3)
+    rows = _read(sheet)
+    lines = ["item_id;source;output;reference;adequacy;fluency"]
+    for n, r in enumerate(rows):
+        lines.append(f'{r["item_id"]};"{r["source"]}";"{r["output"]}";"{r["reference"]}";{"4,0" if n % 2 else " 2 "};3')
+        if n == 2:
+            lines += ["", ""]  # two blank lines after the 3rd item: the 4th is on line 7
+    lines += [";;;;;", ";;;;;"]
+    filled = tmp_path / "filled.csv"
+    filled.write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))
+    result = import_ratings(filled, key)
+    assert (result["items"], result["rated"], result["blank"], result["missing"]) == (12, 12, 0, 0)
+    adequacy = [c["adequacy"] for s in result["systems"].values() for c in s.values()]
+    assert sum(c["rated"] for s in result["systems"].values() for c in s.values()) == 12
+    assert all(2.0 <= a <= 4.0 for a in adequacy)
+    keys = {k["item_id"]: k for k in _read(key)}
+    expected: dict[tuple[str, str], list[int]] = {}
+    for n, r in enumerate(rows):
+        k = keys[r["item_id"]]
+        expected.setdefault((k["system"], k["direction"]), []).append(4 if n % 2 else 2)
+    for (system, direction), values in expected.items():
+        assert result["systems"][system][direction]["adequacy"] == round(sum(values) / len(values), 4)
+
+    lines[4 + 2] = lines[4 + 2].replace(";3", ";9")  # the 4th item, after the blank lines
+    filled.write_bytes("\r\n".join(lines).encode("utf-8"))
+    with pytest.raises(RatingsError, match="line 7: fluency must be from 1 to 5, got 9"):
+        import_ratings(filled, key)
+
+
+def test_import_ratings_names_a_sheet_that_is_not_utf8(tmp_path):
+    sheet, key = write_human_eval(_translations(), tmp_path, seed=3)
+    rows = _read(sheet)
+    filled = tmp_path / "filled.csv"
+    _fill(sheet, key, filled, lambda k: ("3", "3"))
+    # Excel's plain "CSV" format saves in the Windows code page: ë becomes the single byte 0xeb
+    text = filled.read_text(encoding="utf-8")
+    filled.write_bytes(text.encode("cp1252", errors="replace"))
+    line, char = next((n, c) for n, r in enumerate(rows, start=2) for c in r["source"] + r["output"] + r["reference"]
+                      if ord(c) > 127)  # the first non-ASCII letter (Ñ, ë, ...)
+    with pytest.raises(RatingsError, match=rf"filled.csv, line {line}: not UTF-8 \(byte 0x{char.encode('cp1252').hex()}\)"):
+        import_ratings(filled, key)
+
+
+def test_import_ratings_refuses_a_key_from_another_export(tmp_path):
+    """Every export numbers its items from 1: a sheet read with another run's key must not be mis-assigned."""
+    items = _translations()
+    sheet, _ = write_human_eval(items, tmp_path / "a", seed=0)
+    _, other_seed = write_human_eval(items, tmp_path / "b", seed=1)  # same items, another order
+    rerun = [dataclasses.replace(t, output=t.output + " !") for t in items]
+    _, other_outputs = write_human_eval(rerun, tmp_path / "c", seed=0)  # same order, other outputs
+    filled = tmp_path / "filled.csv"
+    _fill(sheet, tmp_path / "a" / "human_eval_key.csv", filled, lambda k: ("5" if k["system"] == "langkit" else "1", "3"))
+    assert import_ratings(filled, tmp_path / "a" / "human_eval_key.csv")["systems"]["langkit"]["fra_Latn-wol_Latn"]["adequacy"] == 5.0
+    for key in (other_seed, other_outputs):
+        with pytest.raises(RatingsError, match=r"filled.csv, line 2: item_id '.*' is not in .*human_eval_key.csv"):
+            import_ratings(filled, key)
+
+
+def test_import_ratings_checks_the_key(tmp_path):
+    sheet, key = write_human_eval(_translations(), tmp_path, seed=3)
+    filled = tmp_path / "filled.csv"
+    _fill(sheet, key, filled, lambda k: ("3", "3"))
+    text = key.read_text(encoding="utf-8")
+    key.write_text(text + ",,,,,\n\n", encoding="utf-8")  # the key opened and saved in a spreadsheet
+    result = import_ratings(filled, key)
+    assert set(result["systems"]) == {"langkit", "base"} and result["missing"] == 0
+    first = text.splitlines()[1]
+    other = text.splitlines()[2].split(",")
+    key.write_text(text + ",".join([first.split(",")[0], *other[1:]]) + "\n", encoding="utf-8")  # line 14
+    with pytest.raises(RatingsError, match=r"human_eval_key.csv, line 14: item_id '.*' repeats line 2"):
         import_ratings(filled, key)
 
 
