@@ -20,6 +20,7 @@ downloading) refuse a folder that does not match its manifest. Pushing goes thro
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ CONFIG_NAME = "langkit_config.yaml"
 EVAL_REPORT_NAME = "eval_report.json"
 NEW_TOKENS_NAME = "new_tokens.json"
 TOKENIZER_DIR = "tokenizer"
+TOKENIZER_FILE = "tokenizer.json"  # what the tokenizer stage always writes (fast tokenizer)
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # PEFT's names, safetensors first
 
 TINY_MODEL = "tiny"
 GPT_OSS_VOCAB_SIZE = 201_088  # rows of gpt-oss's embeddings; new tokens take ids from here on
@@ -60,6 +63,7 @@ DEFAULT_COMMIT_MESSAGE = "Upload langkit release"
 _UNLISTED_FILES = (".gitattributes",)
 _UNLISTED_DIRS = (".cache",)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_RESTRICTED_TERMS = ("non-commercial", "no-redistribution")  # corpus sources' redistribution terms
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
@@ -233,7 +237,7 @@ def _new_token_ids(data: Any) -> tuple[list[int], int | None]:
 
 
 def _gather(run_dir: RunDir) -> _RunFacts:
-    report = _optional_json(run_dir.report, "eval") if run_dir.report.exists() else None
+    report = _optional_json(run_dir.report, "eval")
     train_meta = _optional_json(run_dir.train / "metadata.json", "train") or {}
     stats = _optional_json(run_dir.corpus / "stats.json", "corpus") or {}
     new_tokens = _optional_json(run_dir.new_tokens, "tokenizer")
@@ -320,9 +324,17 @@ def _direction_label(result: dict[str, Any]) -> str:
     return str(result.get("direction", "?"))
 
 
+def _split(report: dict[str, Any] | None) -> str:
+    """The corpus split the eval stage translated (its task may say ``dev``), ``test`` by default."""
+    task = (report or {}).get("task")
+    split = task.get("split") if isinstance(task, dict) else None
+    return str(split) if split else "test"
+
+
 def _eval_results(cfg: RunConfig, report: dict[str, Any] | None) -> list[EvalResult]:
     """One model-index entry per direction (the ``langkit`` system only), chrF++ first, then BLEU."""
-    test_set = str((report or {}).get("test_set", "test split"))
+    split = _split(report)
+    test_set = str((report or {}).get("test_set", f"{split} split"))
     out = []
     for result in _results(report):
         if result.get("system", "langkit") != "langkit":
@@ -332,9 +344,9 @@ def _eval_results(cfg: RunConfig, report: dict[str, Any] | None) -> list[EvalRes
             "task_type": "translation",
             "task_name": f"Translation {_direction_label(result)}",
             "dataset_type": "langkit-test-split",
-            "dataset_name": f"{cfg.name} test split ({test_set})",
+            "dataset_name": f"{cfg.name} {split} split ({test_set})",
             "dataset_config": direction,  # one entry per direction: the Hub groups results by dataset config
-            "dataset_split": "test",
+            "dataset_split": split,
         }
         for metric, metric_type, metric_name in ((_chrf(result), "chrf", "chrF++"), (_bleu(result), "bleu", "BLEU")):
             if metric is not None:
@@ -429,9 +441,10 @@ def _card_body(cfg: RunConfig, facts: _RunFacts, base: str, languages: list[str]
     if not results:
         lines += ["No evaluation report was found in the run directory (run `langkit eval` before publishing).", ""]
     else:
-        test_set = (facts.report or {}).get("test_set", "the held-out test split")
+        split = _split(facts.report)
+        test_set = (facts.report or {}).get("test_set", "file not recorded")
         lines += [
-            f"Translations of the held-out test split (`{test_set}`), greedy decoding, scored with sacrebleu. "
+            f"Translations of the held-out {split} split (`{test_set}`), greedy decoding, scored with sacrebleu. "
             "`langkit` is this adapter; `base`, when present, is the base model with its original tokenizer.",
             "",
             "| Direction | System | Segments | chrF++ | BLEU |",
@@ -527,12 +540,19 @@ def _card_body(cfg: RunConfig, facts: _RunFacts, base: str, languages: list[str]
         "",
     ]
     if facts.sources:
-        lines += ["| Source | Language | Licence | Segments kept |", "|---|---|---|---|"]
+        lines += ["| Source | Language | Licence | Terms | Segments kept |", "|---|---|---|---|---|"]
         for s in facts.sources:
             language = str(s.get("language", ""))
             pivot = s.get("pivot_language")
             lang_cell = _lang_name(language) + (f" (aligned with {_lang_name(pivot)})" if pivot else "")
-            lines.append(f"| {s['name']} | {lang_cell} | {s.get('license', 'unknown')} | {_fmt(s.get('kept'))} |")
+            lines.append(f"| {s['name']} | {lang_cell} | {s.get('license', 'unknown')} "
+                         f"| {s.get('redistribution') or 'unknown'} | {_fmt(s.get('kept'))} |")
+        # the adapter's own licence does not lift the data's terms: say so where it matters
+        restricted = [str(s["name"]) for s in facts.sources if s.get("redistribution") in _RESTRICTED_TERMS]
+        if restricted:
+            lines += ["", f"**Restricted data.** {_join(restricted)} may not be used commercially or redistributed "
+                      "(see Terms above). This adapter learned from them: check their terms before any use "
+                      f"beyond research, whatever the `{cfg.publish.license}` licence of these files says."]
     else:
         lines.append("The corpus statistics were not found in the run directory.")
     lines.append("")
@@ -550,7 +570,9 @@ def _model_card(cfg: RunConfig, facts: _RunFacts) -> ModelCard:
     base = _base_model(cfg, facts)
     languages = release_languages(cfg, facts)
     repo_id = cfg.publish.repo_id
-    datasets = list(dict.fromkeys(str(s["name"]) for s in facts.sources))
+    # Hub metadata links datasets by Hub id: only `hf` sources have one (local files are named in the text)
+    datasets = list(dict.fromkeys(str(s["path"]) for s in facts.sources if s.get("format") == "hf"
+                                  and _HUB_ID.fullmatch(str(s.get("path", "")))))
     eval_results = _eval_results(cfg, facts.report)
     tags = ["lora", "peft", "gpt-oss", "translation", "langkit", "african-languages"]
     if _is_tiny(cfg, base):
@@ -596,6 +618,13 @@ def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
     if not (adapter / "adapter_config.json").is_file():
         raise PublishError(f"{adapter} has no adapter_config.json: it is not a PEFT adapter folder "
                            "(rerun the train stage)")
+    # without its weights the release would build and verify, and be useless: refuse it here
+    if not any((adapter / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise PublishError(f"{adapter} has no {ADAPTER_WEIGHTS[0]}: the adapter's weights are missing "
+                           "(rerun the train stage)")
+    if not (tokenizer / TOKENIZER_FILE).is_file():
+        raise PublishError(f"{tokenizer} has no {TOKENIZER_FILE}: the extended tokenizer is missing "
+                           "(rerun the tokenizer stage)")
     facts = _gather(run_dir)
 
     run_dir.root.mkdir(parents=True, exist_ok=True)
@@ -637,6 +666,32 @@ def _refuse_offline(action: str) -> None:
                            "Unset it (HF_HUB_OFFLINE=0) to talk to the Hub or to the server HF_ENDPOINT names.")
 
 
+def _git_blob_id(path: Path) -> str:
+    """The id git (and the Hub's tree listing) gives a regular file's content."""
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _check_tag(api: Any, repo_id: str, tag: str, manifest: Path) -> str | None:
+    """The commit ``tag`` names on ``repo_id`` (None if there is no such tag); :class:`PublishError` if that
+    commit holds another release than ``manifest`` describes (the manifest lists every file, so an
+    identical manifest means identical files)."""
+    from huggingface_hub.errors import RevisionNotFoundError
+
+    try:
+        tagged = api.model_info(repo_id, revision=tag).sha
+        remote = [f for f in api.list_repo_tree(repo_id, revision=tag, repo_type="model")
+                  if f.path == MANIFEST_NAME]
+    except RevisionNotFoundError:
+        return None
+    lfs = getattr(remote[0], "lfs", None) if remote else None
+    same = bool(remote) and (lfs.sha256 == sha256_file(manifest) if lfs else remote[0].blob_id == _git_blob_id(manifest))
+    if not same:
+        raise PublishError(f"tag {tag!r} already exists on {repo_id} at commit {tagged}, which holds another "
+                           "release; a published tag should never move: choose a new tag")
+    return str(tagged)
+
+
 def push_release(
     release_dir: Path,
     repo_id: str,
@@ -649,10 +704,12 @@ def push_release(
 ) -> str:
     """Verify a release, then make the Hub repository ``repo_id`` hold exactly its files, in one commit.
 
-    Creates the repository if needed (``private`` applies only then), uploads the folder, deletes
-    remote files the release no longer has (except ``.gitattributes``), and tags the commit when
-    ``tag`` is given. ``endpoint`` and ``token`` default to huggingface_hub's own (``HF_ENDPOINT``,
-    ``HF_TOKEN`` or the saved login). Returns the commit id.
+    Creates the repository if needed (``private`` applies only then; a private push into an existing
+    public repository is refused), uploads the folder, deletes remote files the release no longer has
+    (except ``.gitattributes``), and tags the commit when ``tag`` is given. A tag that already names
+    other files is refused before anything is uploaded; one that names these same files is left as it
+    is, so pushing a release again is harmless. ``endpoint`` and ``token`` default to huggingface_hub's
+    own (``HF_ENDPOINT``, ``HF_TOKEN`` or the saved login). Returns the commit id.
     """
     from huggingface_hub import CommitInfo, HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -665,6 +722,14 @@ def push_release(
 
     api = HfApi(endpoint=endpoint, token=token)
     url = api.create_repo(repo_id, repo_type="model", private=True if private else None, exist_ok=True)
+    # create_repo(exist_ok=True) leaves an existing repository as it is: never upload a release meant to
+    # stay private into a public one
+    if private and api.model_info(repo_id).private is not True:
+        raise PublishError(f"{repo_id} already exists and is public, but a private push was asked for: nothing "
+                           "was uploaded (make the repository private on the Hub, or push without private)")
+    # check the tag before uploading, so that a refused tag leaves the branch as it was
+    if tag:
+        _check_tag(api, repo_id, tag, release_dir / MANIFEST_NAME)
     info = api.upload_folder(
         repo_id=repo_id,
         repo_type="model",
@@ -685,11 +750,11 @@ def push_release(
         except HfHubHTTPError as err:
             if err.response is None or err.response.status_code != 409:
                 raise
-            tagged = api.model_info(repo_id, revision=tag).sha
+            # the tag was there already (checked above: with these very files), or came since (checked again)
+            tagged = _check_tag(api, repo_id, tag, release_dir / MANIFEST_NAME)
             if tagged != commit:
-                raise PublishError(
-                    f"tag {tag!r} already exists on {repo_id} at commit {tagged}, not at this release's "
-                    f"commit {commit}; a published tag should never move: choose a new tag") from None
+                log.info("tag %r of %s already names commit %s, which holds this same release", tag, repo_id, tagged)
+                return commit
         log.info("tagged %s of %s as %r", commit, repo_id, tag)
     return commit
 
@@ -703,7 +768,10 @@ def download_release(
     token: str | None = None,
 ) -> VerifyReport:
     """Download a release (a branch, tag or commit of ``repo_id``) into a new or empty ``out_dir`` and
-    verify it against its manifest; :class:`VerificationError` if it does not match."""
+    verify it against its manifest; :class:`VerificationError` if it does not match.
+
+    The files land in a hidden folder beside ``out_dir`` that is renamed to ``out_dir`` only once verified:
+    an interrupted or failed download leaves no ``out_dir`` behind, so it can simply be run again."""
     from huggingface_hub import snapshot_download
 
     out_dir = Path(out_dir)
@@ -711,12 +779,19 @@ def download_release(
         raise PublishError(f"{out_dir} exists and is not an empty folder: download a release into a new "
                            "folder (files left from another release would fail verification)")
     _refuse_offline(f"download {repo_id}")
-    snapshot_download(repo_id, repo_type="model", revision=revision, local_dir=out_dir,
-                      endpoint=endpoint, token=token)
-    report = verify_release(out_dir)
     where = f"{repo_id}@{revision or 'main'}"
-    if not report.ok:
-        raise VerificationError(f"downloaded {where} into {out_dir}, but {report.summary()}", report)
+    tmp = temp_dir(out_dir)
+    try:
+        snapshot_download(repo_id, repo_type="model", revision=revision, local_dir=tmp,
+                          endpoint=endpoint, token=token)
+        report = verify_release(tmp)
+        report.path = out_dir  # what the summary names: the folder the user asked for
+        if not report.ok:
+            raise VerificationError(f"downloaded {where}, but {report.summary()}; nothing was kept", report)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     log.info("downloaded %s into %s: %s", where, out_dir, report.summary())
     return report
 

@@ -76,9 +76,12 @@ def make_run(root: Path, *, with_report: bool = True, chrf: float = 23.41) -> tu
     ], ensure_ascii=False), encoding="utf-8")
 
     run_dir.corpus.mkdir(parents=True)
+    # the source entries as the corpus stage writes them (corpus/build.py)
     (run_dir.corpus / "stats.json").write_text(json.dumps({"sources": [
-        {"name": "wol-fixture", "license": "cc-by-4.0", "language": "wol_Latn", "pivot_language": "fra_Latn", "kept": 40},
-        {"name": "swh-fixture", "license": "cc0-1.0", "language": "swh_Latn", "pivot_language": "eng_Latn", "kept": 38},
+        {"name": "wol-fixture", "path": "/home/someone/private/wol.tsv", "format": "tsv", "license": "cc-by-4.0",
+         "redistribution": "open", "language": "wol_Latn", "pivot_language": "fra_Latn", "kept": 40},
+        {"name": "swh-fixture", "path": "langkit-test/swh-parallel", "format": "hf", "license": "cc0-1.0",
+         "redistribution": "open", "language": "swh_Latn", "pivot_language": "eng_Latn", "kept": 38},
     ]}))
     (run_dir.train / "metadata.json").write_text(json.dumps({
         "base_model": "tiny", "steps": 2, "tokens_seen": 4321, "wall_time_s": 3.5, "lora_r": 8, "lora_alpha": 16}))
@@ -152,7 +155,8 @@ def test_model_card_metadata_and_text(tmp_path: Path) -> None:
     assert meta["base_model"] == "tiny"
     assert meta["library_name"] == "peft"
     assert {"lora", "gpt-oss", "translation", "langkit"} <= set(meta["tags"])
-    assert meta["datasets"] == ["wol-fixture", "swh-fixture"]
+    # only Hub datasets are linked by id; a local file's name or path is no Hub id
+    assert meta["datasets"] == ["langkit-test/swh-parallel"]
 
     # model-index: one entry per direction, the langkit system's chrF++ (never the base model's)
     (index,) = meta["model-index"]
@@ -180,6 +184,7 @@ def test_model_card_metadata_and_text(tmp_path: Path) -> None:
     assert "langkit publish verify" in body
     assert "Test model" in body and "random" in body
     assert "cc-by-4.0" in body and "cc0-1.0" in body
+    assert "/home/someone" not in body and "Restricted data" not in body
     assert "Baoulé" not in meta["language"]
 
 
@@ -269,6 +274,43 @@ def test_missing_stage_output_names_the_stage(tmp_path: Path) -> None:
     assert not run_dir.release.exists()
 
 
+def test_build_refuses_an_adapter_without_weights_or_a_tokenizer_without_its_file(tmp_path: Path) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    (run_dir.tokenizer / "tokenizer.json").unlink()
+    with pytest.raises(PublishError, match=r"tokenizer\.json.*tokenizer stage"):
+        build_release(run_dir, cfg)
+    run_dir, cfg = make_run(tmp_path / "run2")
+    (run_dir.adapter / "adapter_model.safetensors").unlink()
+    with pytest.raises(PublishError, match=r"adapter_model\.safetensors.*train stage"):
+        build_release(run_dir, cfg)
+    assert not run_dir.release.exists()
+
+
+def test_missing_eval_report_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run_dir, cfg = make_run(tmp_path / "run", with_report=False)
+    with caplog.at_level("WARNING", logger="langkit.publish"):
+        build_release(run_dir, cfg)
+    assert any(str(run_dir.report) in r.getMessage() and "eval" in r.getMessage() for r in caplog.records)
+
+
+def test_card_names_the_scored_split_and_restricted_data(tmp_path: Path) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    report = json.loads(run_dir.report.read_text())
+    report.update(test_set="corpus/dataset/dev.parquet", task={"name": "translation", "split": "dev"})
+    run_dir.report.write_text(json.dumps(report))
+    stats = json.loads((run_dir.corpus / "stats.json").read_text())
+    stats["sources"][0].update(license="cc-by-nc-4.0", redistribution="non-commercial")
+    (run_dir.corpus / "stats.json").write_text(json.dumps(stats))
+
+    meta, body = card_metadata(build_release(run_dir, cfg))
+    splits = {r["dataset"]["split"] for r in meta["model-index"][0]["results"]}
+    assert splits == {"dev"}  # the eval task scored the dev split, not the test split
+    assert "held-out dev split" in body and "held-out test split" not in body
+    assert "| wol-fixture | Wolof (aligned with French) | cc-by-nc-4.0 | non-commercial | 40 |" in body
+    assert "**Restricted data.** wol-fixture may not be used commercially" in body
+    assert "swh-fixture may not" not in body
+
+
 def test_hub_actions_refuse_offline_mode(tmp_path: Path) -> None:
     run_dir, cfg = make_run(tmp_path / "run")
     release = build_release(run_dir, cfg)
@@ -296,6 +338,7 @@ def test_push_download_round_trip(tmp_path: Path, hub_server: HubServer, monkeyp
     commit = push_release(release, REPO, endpoint=endpoint, token=token, tag="v0.1.0")
     assert len(commit) == 40 and int(commit, 16) >= 0
     remote, v1_files = hub_server.files(REPO), files_of(release)
+    release_v1 = shutil.copytree(release, tmp_path / "release-v1")  # the rebuilds below replace run_dir.release
     assert set(remote) == set(v1_files) | {".gitattributes"}
     assert all(remote[path] == data for path, data in v1_files.items())
     assert hub_server.tags(REPO) == {"v0.1.0": commit}
@@ -323,11 +366,63 @@ def test_push_download_round_trip(tmp_path: Path, hub_server: HubServer, monkeyp
 
     # pushing the same release again: no new commit, and re-tagging it with the tag it has is fine
     assert push_release(release2, REPO, endpoint=endpoint, token=token, tag="v0.2.0") == commit2
-    # but a tag never moves to another commit
+    # but a tag never moves to another commit, and a refused tag leaves main as it was
     run_dir, _ = make_run(tmp_path / "run3", chrf=40.0)
     release3 = build_release(run_dir, cfg)
     with pytest.raises(PublishError, match="already exists"):
         push_release(release3, REPO, endpoint=endpoint, token=token, tag="v0.1.0")
+    assert hub_server.history(REPO)[0].oid == commit2
+    assert hub_server.files(REPO)["README.md"] == (release2 / "README.md").read_bytes()
+    assert hub_server.tags(REPO) == {"v0.1.0": commit, "v0.2.0": commit2}
+    # re-pushing the first release with its own tag is fine: main holds it again, the tag stays put
+    commit4 = push_release(release_v1, REPO, endpoint=endpoint, token=token, tag="v0.1.0")
+    assert commit4 not in (commit, commit2) and hub_server.history(REPO)[0].oid == commit4
+    assert {p: d for p, d in hub_server.files(REPO).items() if p != ".gitattributes"} == v1_files
+    assert hub_server.tags(REPO) == {"v0.1.0": commit, "v0.2.0": commit2}
+
+
+def test_private_push_refuses_an_existing_public_repo(tmp_path: Path, hub_server: HubServer) -> None:
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)  # public
+    before = hub_server.history(REPO)[0].oid
+    (run_dir.adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    release = build_release(run_dir, cfg)
+    with pytest.raises(PublishError, match="public"):
+        push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token, private=True)
+    assert hub_server.history(REPO)[0].oid == before  # nothing uploaded to the public repo
+
+    # a new private repo is created private, and a private push into it works (again: no-op)
+    private_repo = "langkit-test/private-lora"
+    commit = push_release(release, private_repo, endpoint=hub_server.endpoint, token=hub_server.token, private=True)
+    assert hub_server.repos[("model", private_repo)].private
+    assert push_release(release, private_repo, endpoint=hub_server.endpoint, token=hub_server.token,
+                        private=True) == commit
+
+
+def test_interrupted_download_leaves_nothing_and_can_be_rerun(tmp_path: Path, hub_server: HubServer,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)
+    real = huggingface_hub.snapshot_download
+
+    def interrupted(*args: object, **kwargs: object) -> str:
+        real(*args, **kwargs, allow_patterns=["README.md", "tokenizer/*"])  # some files arrive...
+        raise ConnectionError("connection reset by peer")  # ...then the connection drops
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", interrupted)
+    down = tmp_path / "down"
+    with pytest.raises(ConnectionError):
+        download_release(REPO, down, endpoint=hub_server.endpoint, token=hub_server.token)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no half-downloaded release anywhere
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", real)
+    report = download_release(REPO, down, endpoint=hub_server.endpoint, token=hub_server.token)
+    assert report.ok and report.path == down
+    assert {p: d for p, d in files_of(down).items() if not p.startswith(".")} == files_of(release)
 
 
 def test_push_refuses_a_broken_release(tmp_path: Path, hub_server: HubServer) -> None:
@@ -355,8 +450,13 @@ def test_download_catches_a_file_altered_on_the_hub(tmp_path: Path, hub_server: 
     with pytest.raises(VerificationError, match="adapter_config.json") as info:
         download_release(REPO, tmp_path / "down", endpoint=hub_server.endpoint, token=hub_server.token)
     assert info.value.report.mismatched == ["adapter_config.json"]
+    # nothing unverified is left where the release was asked for
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    (tmp_path / "down").mkdir()
+    (tmp_path / "down" / "notes.txt").write_text("mine")
     with pytest.raises(PublishError, match="not an empty folder"):
         download_release(REPO, tmp_path / "down", endpoint=hub_server.endpoint, token=hub_server.token)
+    assert [p.name for p in (tmp_path / "down").iterdir()] == ["notes.txt"]
 
 
 def test_run_builds_and_pushes_with_the_default_endpoint(tmp_path: Path, hub_server: HubServer) -> None:
