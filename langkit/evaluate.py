@@ -40,7 +40,7 @@ from langkit.config import RunConfig
 from langkit.harmony import STOP_TOKENS, render_prompt
 from langkit.languages import get_language
 from langkit.rundir import RunDir
-from langkit.utils import atomic_write_bytes, atomic_write_text, get_logger, progress, write_json
+from langkit.utils import atomic_write_bytes, atomic_write_text, get_logger, progress, sha256_file, write_json
 
 log = get_logger("evaluate")
 
@@ -622,7 +622,8 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
     blinded human-evaluation sheet into ``run_dir.eval``. Returns that folder."""
     task = task or default_task()
     split = run_dir.require(run_dir.split(task.split), "corpus")
-    run_dir.require(run_dir.adapter, "train")
+    run_dir.require(run_dir.adapter_weights, "train")
+    run_dir.require(run_dir.tokenizer_file, "tokenizer")
     directions = load_directions(split, cfg.languages, cfg.eval.max_items, task)
     if not directions:
         raise ValueError(f"{split} holds no aligned pairs for {', '.join(cfg.languages)}: nothing to evaluate")
@@ -659,6 +660,9 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
     report = {
         "model": cfg.train.model,
         "adapter": _rel(run_dir.adapter, run_dir.root),
+        # what was scored, so that publishing can tell these scores from a later adapter's or tokenizer's
+        "adapter_sha256": sha256_file(run_dir.adapter_weights),
+        "tokenizer_sha256": sha256_file(run_dir.tokenizer_file),
         "test_set": _rel(split, run_dir.root),
         "results": results,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -51,8 +51,6 @@ CONFIG_NAME = "langkit_config.yaml"
 EVAL_REPORT_NAME = "eval_report.json"
 NEW_TOKENS_NAME = "new_tokens.json"
 TOKENIZER_DIR = "tokenizer"
-TOKENIZER_FILE = "tokenizer.json"  # what the tokenizer stage always writes (fast tokenizer)
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")  # PEFT's names, safetensors first
 
 TINY_MODEL = "tiny"
 GPT_OSS_VOCAB_SIZE = 201_088  # rows of gpt-oss's embeddings; new tokens take ids from here on
@@ -609,6 +607,22 @@ def _shareable_config(cfg: RunConfig) -> RunConfig:
     return shared
 
 
+def _check_report_is_current(run_dir: RunDir, report: dict[str, Any] | None) -> None:
+    """Refuse to publish scores that another adapter or tokenizer earned (train or tokenizer rerun after
+    eval): the card would show them as this adapter's. The report records what it scored by SHA-256."""
+    if report is None:
+        return
+    for key, path, stage in (("adapter_sha256", run_dir.adapter_weights, "train"),
+                             ("tokenizer_sha256", run_dir.tokenizer_file, "tokenizer")):
+        scored = report.get(key)
+        if scored is None:
+            log.warning("%s does not record %s (made by an older langkit): cannot check that it scored %s",
+                        run_dir.report, key, path)
+        elif scored != sha256_file(path):
+            raise PublishError(f"{run_dir.report} scored another {path.name} than {path} holds now (the {stage} "
+                               "stage ran again after eval): rerun the eval stage before publishing")
+
+
 def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
     """Assemble ``run_dir.release`` (adapter, tokenizer, new tokens, eval report, config, model card,
     manifest). It is built beside the old one and swapped in, so a rebuild replaces it cleanly."""
@@ -619,13 +633,14 @@ def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
         raise PublishError(f"{adapter} has no adapter_config.json: it is not a PEFT adapter folder "
                            "(rerun the train stage)")
     # without its weights the release would build and verify, and be useless: refuse it here
-    if not any((adapter / name).is_file() for name in ADAPTER_WEIGHTS):
-        raise PublishError(f"{adapter} has no {ADAPTER_WEIGHTS[0]}: the adapter's weights are missing "
+    if not run_dir.adapter_weights.is_file():
+        raise PublishError(f"{adapter} has no {run_dir.adapter_weights.name}: the adapter's weights are missing "
                            "(rerun the train stage)")
-    if not (tokenizer / TOKENIZER_FILE).is_file():
-        raise PublishError(f"{tokenizer} has no {TOKENIZER_FILE}: the extended tokenizer is missing "
+    if not run_dir.tokenizer_file.is_file():
+        raise PublishError(f"{tokenizer} has no {run_dir.tokenizer_file.name}: the extended tokenizer is missing "
                            "(rerun the tokenizer stage)")
     facts = _gather(run_dir)
+    _check_report_is_current(run_dir, facts.report)
 
     run_dir.root.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(run_dir.release)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STAGES = ("corpus", "tokenizer", "train", "eval", "release")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # the adapter's tensors, as PeftModel.save_pretrained names them
+TOKENIZER_FILE = "tokenizer.json"  # the extended tokenizer's model, merges and vocabulary
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class RunDir:
         return self.tokenizer_stage / "tokenizer"
 
     @property
+    def tokenizer_file(self) -> Path:
+        return self.tokenizer / TOKENIZER_FILE
+
+    @property
     def new_tokens(self) -> Path:
         return self.tokenizer / "new_tokens.json"
 
@@ -71,6 +77,10 @@ class RunDir:
     @property
     def adapter(self) -> Path:
         return self.train / "adapter"
+
+    @property
+    def adapter_weights(self) -> Path:
+        return self.adapter / ADAPTER_WEIGHTS
 
     @property
     def checkpoints(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -382,7 +383,11 @@ def _write_test_split(path: Path) -> None:
 def test_run_writes_reports_outputs_and_sheet(tmp_path, monkeypatch, tiny_model, base_tokenizer):
     run_dir = RunDir(tmp_path / "run")
     _write_test_split(run_dir.split("test"))
+    # The files the report names by digest (the model itself is stood in below).
     run_dir.adapter.mkdir(parents=True)
+    run_dir.adapter_weights.write_bytes(b"adapter tensors")
+    run_dir.tokenizer.mkdir(parents=True)
+    run_dir.tokenizer_file.write_text("{}", encoding="utf-8")
     cfg = RunConfig(languages=["wol_Latn", "swh_Latn"])
     cfg.eval.max_items, cfg.eval.max_new_tokens, cfg.eval.batch_size = 2, 3, 2
     # The langkit system comes from train.load_adapted_model; stand it in so this test needs no train.py.
@@ -402,6 +407,8 @@ def test_run_writes_reports_outputs_and_sheet(tmp_path, monkeypatch, tiny_model,
 
     report = json.loads(run_dir.report.read_text(encoding="utf-8"))
     assert (report["model"], report["adapter"], report["test_set"]) == ("tiny", "train/adapter", "corpus/dataset/test.parquet")
+    assert report["adapter_sha256"] == hashlib.sha256(b"adapter tensors").hexdigest()
+    assert report["tokenizer_sha256"] == hashlib.sha256(b"{}").hexdigest()
     assert [(r["system"], r["direction"]) for r in report["results"]] == [(s, d) for s in ("langkit", "base") for d in directions]
     for r in report["results"]:
         assert set(r) == {"system", "direction", "source_language", "target_language", "n", "metrics"}

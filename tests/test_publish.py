@@ -25,6 +25,7 @@ from langkit.publish import (
     verify_release,
 )
 from langkit.rundir import RunDir
+from langkit.utils import sha256_file
 from tests.hub_server import HubServer, hub_server_fixture  # noqa: F401  (registers the hub_server fixture)
 
 CHRF_SIG = "nrefs:1|case:mixed|eff:yes|nc:6|nw:2|space:no|version:2.6.0"
@@ -89,6 +90,7 @@ def make_run(root: Path, *, with_report: bool = True, chrf: float = 23.41) -> tu
         run_dir.eval.mkdir(parents=True)
         (run_dir.report).write_text(json.dumps({
             "model": "tiny", "adapter": "train/adapter", "test_set": "corpus/dataset/test.parquet",
+            "adapter_sha256": sha256_file(run_dir.adapter_weights), "tokenizer_sha256": sha256_file(run_dir.tokenizer_file),
             "results": [
                 _result("langkit", "fra_Latn", "wol_Latn", chrf, 1.2, ci95={"mean": 23.3, "half_width": 2.04,
                                                                          "signature": "nrefs:1|bs:1000|seed:12345"}),
@@ -284,6 +286,27 @@ def test_build_refuses_an_adapter_without_weights_or_a_tokenizer_without_its_fil
     with pytest.raises(PublishError, match=r"adapter_model\.safetensors.*train stage"):
         build_release(run_dir, cfg)
     assert not run_dir.release.exists()
+
+
+def test_build_refuses_scores_of_another_adapter_or_tokenizer(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The train (or tokenizer) stage ran again after eval: the card would show the old adapter's scores.
+    run_dir, cfg = make_run(tmp_path / "run")
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": np.ones((8, 64), np.float32)},
+              str(run_dir.adapter_weights))
+    with pytest.raises(PublishError, match=r"report\.json scored another adapter_model\.safetensors .*train stage.*rerun the eval"):
+        build_release(run_dir, cfg)
+    run_dir, cfg = make_run(tmp_path / "run2")
+    run_dir.tokenizer_file.write_text(run_dir.tokenizer_file.read_text("utf-8") + "\n", encoding="utf-8")
+    with pytest.raises(PublishError, match=r"scored another tokenizer\.json .*tokenizer stage"):
+        build_release(run_dir, cfg)
+    assert not run_dir.release.exists()
+    # A report from before these digests were recorded: published, with a warning that it cannot be checked.
+    report = json.loads(run_dir.report.read_text("utf-8"))
+    del report["adapter_sha256"], report["tokenizer_sha256"]
+    run_dir.report.write_text(json.dumps(report), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="langkit.publish"):
+        build_release(run_dir, cfg)
+    assert sum("cannot check" in r.getMessage() for r in caplog.records) == 2
 
 
 def test_missing_eval_report_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

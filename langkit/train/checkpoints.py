@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from langkit.rundir import ADAPTER_WEIGHTS
 from langkit.utils import replace_dir, temp_dir
 
 CHECKPOINT_PREFIX = "step-"
 TRAINER_STATE = "trainer_state.pt"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def rng_state() -> dict[str, Any]:
