@@ -520,7 +520,8 @@ def _card_body(cfg: RunConfig, facts: _RunFacts, base: str, languages: list[str]
         "",
         "## Limitations",
         "",
-        "- The scores come from a small test split held out from the same sources as the training data, "
+        f"- The scores come from a small {_split(facts.report)} split held out from the same sources as the "
+        "training data, "
         "not from a public benchmark such as FLORES-200: they compare systems within this run and are not "
         "comparable with published numbers.",
         "- The training corpus is small; expect mistakes in grammar, vocabulary and meaning, especially on "

@@ -328,7 +328,7 @@ def test_card_names_the_scored_split_and_restricted_data(tmp_path: Path) -> None
     meta, body = card_metadata(build_release(run_dir, cfg))
     splits = {r["dataset"]["split"] for r in meta["model-index"][0]["results"]}
     assert splits == {"dev"}  # the eval task scored the dev split, not the test split
-    assert "held-out dev split" in body and "held-out test split" not in body
+    assert "held-out dev split" in body and "small dev split held out" in body and "test split" not in body
     assert "| wol-fixture | Wolof (aligned with French) | cc-by-nc-4.0 | non-commercial | 40 |" in body
     assert "**Restricted data.** wol-fixture may not be used commercially" in body
     assert "swh-fixture may not" not in body
