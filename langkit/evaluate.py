@@ -583,16 +583,22 @@ def evaluate_system(
     max_new_tokens: int,
     batch_size: int,
     task: Task,
+    normalize: Callable[[str, str], str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Translation]]:
-    """Translate every direction with one system, write its outputs/ files, score them."""
+    """Translate every direction with one system, write its outputs/ files, score them. ``normalize``
+    ((text, language) -> text) is applied to the outputs before scoring: the references went through the
+    corpus stage's normalization, and an output should not lose chrF for an apostrophe variant or a
+    decomposed accent that the reference lost there. ``.hyp`` holds what was scored (so that sacrebleu's
+    command line gives the same scores), ``.gen`` the outputs as the model wrote them, which judges see."""
     results, translations = [], []
     for d in directions:
         hyps = [one_line(h) for h in translate(model, tokenizer, d.source_language, d.target_language, d.sources,
                                                max_new_tokens=max_new_tokens, batch_size=batch_size)]
+        scored = [normalize(h, d.target_language) for h in hyps] if normalize else hyps
         stem = out_dir / "outputs" / f"{system}.{d.name}"
-        for suffix, lines in (("src", d.sources), ("hyp", hyps), ("ref", d.references)):
+        for suffix, lines in (("src", d.sources), ("gen", hyps), ("hyp", scored), ("ref", d.references)):
             _write_lines(stem.with_name(f"{stem.name}.{suffix}"), lines)
-        metrics = score(hyps, d.references, metrics=task.metrics, bootstrap=task.bootstrap)
+        metrics = score(scored, d.references, metrics=task.metrics, bootstrap=task.bootstrap)
         log.info("%s %s (n=%d): %s", system, d.name, len(hyps),
                  ", ".join(f"{k} {v['score']:.2f}" for k, v in metrics.items()))
         results.append({"system": system, "direction": d.name, "source_language": d.source_language,
@@ -643,6 +649,11 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
     if cfg.eval.compare_base:
         systems.append(("base", load_base))
 
+    def normalize_output(text: str, language: str) -> str:
+        from langkit.corpus.normalize import normalize_text  # the rules the references went through
+
+        return normalize_text(text, language, cfg.corpus.normalize)[0]
+
     out_dir = run_dir.eval
     out_dir.mkdir(parents=True, exist_ok=True)
     results, translations = [], []
@@ -651,7 +662,7 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
         model, tokenizer = load()
         model = _to_device(model)
         r, t = evaluate_system(system, model, tokenizer, directions, out_dir, max_new_tokens=cfg.eval.max_new_tokens,
-                               batch_size=cfg.eval.batch_size, task=task)
+                               batch_size=cfg.eval.batch_size, task=task, normalize=normalize_output)
         results += r
         translations += t
         del model, tokenizer  # one system in memory at a time
@@ -673,6 +684,8 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
             **({"base": {"model": cfg.train.model, "adapter": None, "tokenizer": cfg.tokenizer.base}}
                if cfg.eval.compare_base else {}),
         },
+        "scoring": {"outputs": "normalized by the corpus stage's rules for the target language, as the references "
+                               "are: outputs/*.hyp hold them as scored, outputs/*.gen as generated"},
         "generation": {"decoding": "greedy", "max_new_tokens": cfg.eval.max_new_tokens,
                        "batch_size": cfg.eval.batch_size, "stop_tokens": list(STOP_TOKENS), "max_items": cfg.eval.max_items},
         "task": dataclasses.asdict(task),

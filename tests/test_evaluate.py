@@ -21,10 +21,12 @@ from langkit.config import RunConfig
 from langkit.evaluate import (
     KEY_COLUMNS,
     SHEET_COLUMNS,
+    Direction,
     RatingsError,
     Task,
     Translation,
     decode_answer,
+    evaluate_system,
     import_ratings,
     load_task,
     score,
@@ -380,6 +382,32 @@ def _write_test_split(path: Path) -> None:
     pq.write_table(table, path)
 
 
+def test_outputs_are_scored_as_the_references_were_normalized(tmp_path, monkeypatch):
+    # The references went through the corpus normalizer (ASCII apostrophe, NFC); an output the model wrote
+    # with a typographic apostrophe and a decomposed ë is the same text and must score as such.
+    from langkit.corpus.normalize import normalize_text
+
+    references = ["Waaw, dafa jëkk ci kër gi.", "Mu ne ma: 'Ñëwal!'"]
+    written = ["Waaw, dafa je\u0308kk ci kër gi.", "Mu ne ma: \u2018Ñëwal!\u2019"]
+    assert all(normalize_text(w, "wol_Latn")[0] == r for w, r in zip(written, references, strict=True))
+    monkeypatch.setattr(evaluate, "translate", lambda *a, **k: list(written))
+    direction = Direction("fra_Latn", "wol_Latn", ["t-0", "t-1"], ["Oui, il est arrivé le premier à la maison.", "Il m'a dit : « Viens ! »"], references)
+    task = Task(metrics=("chrf++",), bootstrap=0)
+
+    def chrf(normalize, out):
+        results, translations = evaluate_system("langkit", None, None, [direction], out, max_new_tokens=4,
+                                                batch_size=2, task=task, normalize=normalize)
+        assert [t.output for t in translations] == written  # judges see what the model wrote
+        outputs = out / "outputs"
+        assert (outputs / "langkit.fra_Latn-wol_Latn.gen").read_text("utf-8").splitlines() == written
+        scored = (outputs / "langkit.fra_Latn-wol_Latn.hyp").read_text("utf-8").splitlines()  # what sacrebleu's CLI must be given
+        assert scored == (references if normalize else written)
+        return results[0]["metrics"]["chrf++"]["score"]
+
+    assert chrf(lambda text, language: normalize_text(text, language)[0], tmp_path / "a") == 100.0
+    assert chrf(None, tmp_path / "b") < 100.0
+
+
 def test_run_writes_reports_outputs_and_sheet(tmp_path, monkeypatch, tiny_model, base_tokenizer):
     run_dir = RunDir(tmp_path / "run")
     _write_test_split(run_dir.split("test"))
@@ -402,12 +430,13 @@ def test_run_writes_reports_outputs_and_sheet(tmp_path, monkeypatch, tiny_model,
     assert out == run_dir.eval
     directions = ["fra_Latn-wol_Latn", "wol_Latn-fra_Latn", "eng_Latn-swh_Latn", "swh_Latn-eng_Latn"]
     expected = {"report.json", "report.md", "human_eval.csv", "human_eval_key.csv", "human_eval_README.md"}
-    expected |= {f"outputs/{s}.{d}.{x}" for s in ("langkit", "base") for d in directions for x in ("src", "hyp", "ref")}
+    expected |= {f"outputs/{s}.{d}.{x}" for s in ("langkit", "base") for d in directions for x in ("src", "gen", "hyp", "ref")}
     assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == expected
 
     report = json.loads(run_dir.report.read_text(encoding="utf-8"))
     assert (report["model"], report["adapter"], report["test_set"]) == ("tiny", "train/adapter", "corpus/dataset/test.parquet")
     assert report["adapter_sha256"] == hashlib.sha256(b"adapter tensors").hexdigest()
+    assert "normalized" in report["scoring"]["outputs"]
     assert report["tokenizer_sha256"] == hashlib.sha256(b"{}").hexdigest()
     assert [(r["system"], r["direction"]) for r in report["results"]] == [(s, d) for s in ("langkit", "base") for d in directions]
     for r in report["results"]:
