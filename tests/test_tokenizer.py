@@ -190,6 +190,15 @@ def test_extend_swaps_the_folder_in_whole_and_refuses_a_folder_that_is_not_a_tok
     assert [p.name for p in notes.iterdir()] == ["thesis.tex"] and not list(tmp_path.glob(".*"))
 
 
+def test_word_count_discount_is_estimated_from_words_seen_once_and_twice():
+    from langkit.tokenizer import word_count_discount
+
+    # n1 = 3 words seen once, n2 = 1 seen twice: 3 / (3 + 2); the frequent words do not enter it.
+    assert word_count_discount([1, 1, 1, 2, 7, 40]) == 3 / 5
+    assert word_count_discount([2, 2]) == 0.0  # nothing seen only once: counts are taken as they are
+    assert word_count_discount([5, 9]) == 0.5  # no rare words at all: the usual default
+
+
 def test_cli_rejects_bad_text_argument(capsys):
     assert main(["-q", "tokenizer", "stats", "--text", "wol_Latn"]) == 2
     assert "LANG:PATH" in capsys.readouterr().err
