@@ -100,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-normalize", action="store_true", help="measure the text as it is, not normalized")
 
     _add_config_args(sub.add_parser("train", help="stage 3: LoRA fine-tuning of gpt-oss"))
-    _add_config_args(sub.add_parser("eval", help="stage 4: translate the test split, chrF++/BLEU, human sheet"))
+    p = sub.add_parser("eval", help="stage 4: translate the test split, chrF++/BLEU, human sheet")
+    _add_config_args(p)
+    p.add_argument("--ratings", nargs="+", metavar="SHEET", default=None,
+                   help="instead of evaluating: read the judges' filled-in sheets (CSV or XLSX, one per judge) "
+                        "with the run's key into eval/human_ratings.json")
 
     pub = sub.add_parser("publish", help="stage 5: release folder, push to a Hub, verify downloads")
     pub_sub = pub.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -235,7 +239,7 @@ def _describe_run(root: Path) -> None:
         "corpus": "dataset/{train,dev,test}.parquet + README.md card and plots, stats.json, dropped/quarantined records",
         "tokenizer": "tokenizer/ (extended gpt-oss tokenizer + new_tokens.json), stats.json (fertility)",
         "train": "adapter/ (LoRA, safetensors), checkpoints/, train_log.jsonl, metadata.json",
-        "eval": "report.json / report.md (chrF++, BLEU, signatures), human_eval.csv + key",
+        "eval": "report.json / report.md (chrF++, BLEU, signatures), human_eval.csv/.xlsx + key",
         "release": "adapter + tokenizer + README.md model card + manifest.json (verify with langkit publish verify)",
     }
     for name, text in descriptions.items():
@@ -271,6 +275,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         run_dir = pipeline.run_pipeline(cfg, out, stages)
         _describe_run(run_dir.root)
+    elif args.command == "eval" and args.ratings:
+        _eval_ratings(args)
     elif args.command in ("train", "eval"):
         print(pipeline.run_stage(args.command, _load(args), args.out))
     elif args.command == "corpus":
@@ -295,6 +301,20 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "publish":
         return _publish(args)
     return 0
+
+
+def _eval_ratings(args: argparse.Namespace) -> None:
+    from langkit.evaluate import HUMAN_RATINGS_NAME, import_run_ratings
+    from langkit.rundir import RunDir
+
+    run_dir = RunDir(Path(args.out))
+    ratings = import_run_ratings(run_dir, args.ratings)
+    table = [{"system": system, "direction": direction, "sheets": c["sheets"], "rated": c["rated"],
+              "blank": c["blank"], "adequacy": "-" if c["adequacy"] is None else f"{c['adequacy']:.2f}",
+              "fluency": "-" if c["fluency"] is None else f"{c['fluency']:.2f}"}
+             for system, directions in ratings["pooled"].items() for direction, c in directions.items()]
+    _print_table(table, list(table[0]) if table else [])
+    print(f"wrote {run_dir.eval / HUMAN_RATINGS_NAME} ({len(args.ratings)} sheet(s))")
 
 
 def _publish(args: argparse.Namespace) -> int:

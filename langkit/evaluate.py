@@ -13,6 +13,7 @@ Outputs in ``RUN/eval/``::
     report.json          scores + signatures per system and direction (the publish stage reads it)
     report.md            the same as a table
     human_eval.csv       blinded, shuffled sheet for judges (item_id, source, output, reference, adequacy, fluency)
+    human_eval.xlsx      the same sheet for Excel
     human_eval_key.csv   item_id -> system, direction, languages, test id (keep it away from the judges)
     human_eval_README.md how to rate
 
@@ -21,11 +22,9 @@ Outputs in ``RUN/eval/``::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import gc
 import hashlib
-import io
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from langkit.config import RunConfig
 from langkit.harmony import STOP_TOKENS, render_prompt
 from langkit.languages import get_language
 from langkit.rundir import RunDir
+from langkit.sheets import SheetError, csv_bytes, read_sheet, xlsx_bytes
 from langkit.utils import atomic_write_bytes, atomic_write_text, get_logger, progress, sha256_file, write_json
 
 log = get_logger("evaluate")
@@ -54,6 +54,7 @@ RATING_COLUMNS = ("adequacy", "fluency")
 RATING_RANGE = (1, 5)
 SHEET_COLUMNS = ("item_id", "source", "output", "reference", *RATING_COLUMNS)
 KEY_COLUMNS = ("item_id", "system", "direction", "source_language", "target_language", "test_id")
+_SHEET_WIDTHS = {"item_id": 18, "source": 50, "output": 50, "reference": 50, "adequacy": 10, "fluency": 10}
 
 # Every character Python's str.splitlines() breaks on: an output file must keep one segment per line.
 _LINE_BREAKS = re.compile(r"[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+")
@@ -330,17 +331,10 @@ class Translation:
     reference: str
 
 
-def _csv_text(columns: Sequence[str], rows: Sequence[dict[str, str]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def write_human_eval(translations: Sequence[Translation], out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
-    """Write ``human_eval.csv`` (shuffled with ``seed``, opaque ids, no system or direction, empty rating
-    columns), ``human_eval_key.csv`` (what each item is) and ``human_eval_README.md``. Returns (sheet, key)."""
+    """Write ``human_eval.csv`` and ``human_eval.xlsx`` (the same sheet: shuffled with ``seed``, opaque ids,
+    no system or direction, empty rating columns), ``human_eval_key.csv`` (what each item is) and
+    ``human_eval_README.md``. Returns (sheet, key), the sheet as CSV."""
     out_dir = Path(out_dir)
     shuffled = list(translations)
     random.Random(seed).shuffle(shuffled)
@@ -359,15 +353,18 @@ def write_human_eval(translations: Sequence[Translation], out_dir: str | Path, s
                          "test_id": t.test_id})
     sheet, key = out_dir / "human_eval.csv", out_dir / "human_eval_key.csv"
     # UTF-8 with a BOM: Excel opens it as UTF-8 (without, it reads cp1252 and garbles ë, ɛ, ŋ).
-    atomic_write_bytes(sheet, _csv_text(SHEET_COLUMNS, sheet_rows).encode("utf-8-sig"))
-    atomic_write_text(key, _csv_text(KEY_COLUMNS, key_rows))
+    atomic_write_bytes(sheet, csv_bytes(SHEET_COLUMNS, sheet_rows))
+    # The same sheet for Excel users: text cells stay text (an output starting with "=" or "-" is not a formula).
+    atomic_write_bytes(sheet.with_suffix(".xlsx"), xlsx_bytes(SHEET_COLUMNS, sheet_rows, "ratings", _SHEET_WIDTHS))
+    atomic_write_bytes(key, csv_bytes(KEY_COLUMNS, key_rows))
     atomic_write_text(out_dir / "human_eval_README.md", HUMAN_EVAL_README.format(n=len(sheet_rows)))
     return sheet, key
 
 
-HUMAN_EVAL_README = """# Rating the translations in human_eval.csv
+HUMAN_EVAL_README = """# Rating the translations in human_eval.xlsx (or human_eval.csv)
 
-Thank you for judging. The sheet holds {n} translations in random order. Each row has:
+Thank you for judging. The sheet holds {n} translations in random order (the same rows in both files:
+use whichever your spreadsheet program opens best). Each row has:
 
 - `item_id`: leave it exactly as it is (it is how your ratings are matched back);
 - `source`: the sentence to translate;
@@ -399,34 +396,18 @@ Spelling counts for fluency: judge the language's usual orthography (for Wolof t
 à é ë ñ ŋ ó; for Baoulé and Lingala the open vowels ɛ and ɔ; missing tone marks in Lingala are normal).
 
 Leave **both** cells empty if you cannot judge a row (it is counted as not rated, never guessed).
-Do not add, delete or rename columns. You may sort or filter while working. Save as CSV (comma or
-semicolon separated, UTF-8) and send back `human_eval.csv` only. `human_eval_key.csv` says which
-system made each output: the judges must not see it.
+Do not add, delete or rename columns. You may sort or filter while working. Save in the format you
+opened (Excel Workbook, or CSV UTF-8 with commas or semicolons) and send back that one file.
+`human_eval_key.csv` says which system made each output: the judges must not see it.
 
-Read the ratings back with `langkit.evaluate.import_ratings("human_eval.csv", "human_eval_key.csv")`.
+Read the ratings back with `langkit.evaluate.import_ratings("human_eval.xlsx", "human_eval_key.csv")`
+(or the `.csv`).
 """
 
 
-class RatingsError(ValueError):
+class RatingsError(SheetError):
     """A filled-in sheet that cannot be read: the message names the file, the line and the problem
     (every rejected row, one per line, when there are several)."""
-
-
-def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    data = Path(path).read_bytes()
-    try:
-        # utf-8-sig: spreadsheet programs often add a byte-order mark when they save CSV.
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:  # e.g. Excel's plain "CSV" format, saved in the Windows code page
-        line = data[: err.start].count(b"\n") + 1
-        raise RatingsError(f"{path}, line {line}: not UTF-8 (byte 0x{data[err.start]:02x}); "
-                           "save it again as CSV UTF-8") from None
-    text = re.sub(r"\r\n?", "\n", text)  # universal newlines, as read_text() would
-    first = text.split("\n", 1)[0]
-    delimiter = ";" if first.count(";") > first.count(",") else ","  # French-locale spreadsheets save with ';'
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    rows = [(reader.line_num, row) for row in reader]
-    return list(reader.fieldnames or []), rows
 
 
 def _rating(path: Path, line: int, column: str, value: str | None) -> int | None:
@@ -442,8 +423,16 @@ def _rating(path: Path, line: int, column: str, value: str | None) -> int | None
     return rating
 
 
+def _read(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    try:
+        return read_sheet(path)
+    except SheetError as err:
+        raise RatingsError(str(err)) from None
+
+
 def import_ratings(sheet_csv: str | Path, key_csv: str | Path) -> dict[str, Any]:
-    """Read a filled-in ``human_eval.csv`` with its key; mean adequacy and fluency per system and direction.
+    """Read a filled-in ``human_eval.csv`` or ``human_eval.xlsx`` with its key; mean adequacy and fluency per
+    system and direction.
 
     Returns ``{"items", "rated", "blank", "missing", "systems": {system: {direction: {"n", "rated",
     "blank", "adequacy", "fluency"}}}}``: a row with both ratings empty is counted as ``blank``; a key item
@@ -452,7 +441,7 @@ def import_ratings(sheet_csv: str | Path, key_csv: str | Path) -> dict[str, Any]
     number from 1 to 5, a row with only one of the two ratings, or an item id that is unknown (a key from
     another export) or repeated (in the sheet or the key); it lists every rejected row and imports none."""
     sheet_path, key_path = Path(sheet_csv), Path(key_csv)
-    key_fields, key_rows = _read_csv(key_path)
+    key_fields, key_rows = _read(key_path)
     if missing_columns := [c for c in KEY_COLUMNS if c not in key_fields]:
         raise RatingsError(f"{key_path}: missing column(s) {', '.join(missing_columns)}")
     key: dict[str, dict[str, str]] = {}
@@ -464,7 +453,7 @@ def import_ratings(sheet_csv: str | Path, key_csv: str | Path) -> dict[str, Any]
         if item_id in key:  # the later row would silently take over the earlier one's ratings
             raise RatingsError(f"{key_path}, line {line}: item_id {item_id!r} repeats line {key_lines[item_id]}")
         key[item_id], key_lines[item_id] = row, line
-    fields, rows = _read_csv(sheet_path)
+    fields, rows = _read(sheet_path)
     if missing_columns := [c for c in ("item_id", *RATING_COLUMNS) if c not in fields]:
         raise RatingsError(f"{sheet_path}: missing column(s) {', '.join(missing_columns)} (found: {', '.join(fields)})")
 
@@ -608,6 +597,36 @@ def evaluate_system(
     return results, translations
 
 
+HUMAN_RATINGS_NAME = "human_ratings.json"
+
+
+def import_run_ratings(run_dir: RunDir, sheets: Sequence[str | Path]) -> dict[str, Any]:
+    """Read the judges' filled-in sheets (one per judge, CSV or XLSX) with the run's key, and write
+    ``eval/human_ratings.json``: each sheet's :func:`import_ratings` result, and ``pooled``: per system and
+    direction, the means over every rated row of every sheet. Every sheet is checked before anything is
+    written (:class:`RatingsError` names the file and line)."""
+    key = run_dir.require(run_dir.eval / "human_eval_key.csv", "eval")
+    judges = [import_ratings(sheet, key) for sheet in sheets]
+    pooled: dict[str, dict[str, dict[str, Any]]] = {}
+    for result in judges:
+        for system, directions in result["systems"].items():
+            for direction, cell in directions.items():
+                into = pooled.setdefault(system, {}).setdefault(
+                    direction, {"sheets": 0, "rated": 0, "blank": 0, **{c: 0.0 for c in RATING_COLUMNS}})
+                into["sheets"] += 1
+                into["rated"] += cell["rated"]
+                into["blank"] += cell["blank"]
+                for c in RATING_COLUMNS:
+                    into[c] += (cell[c] or 0.0) * cell["rated"]  # sums for now: means below
+    for directions in pooled.values():
+        for cell in directions.values():
+            for c in RATING_COLUMNS:
+                cell[c] = round(cell[c] / cell["rated"], 4) if cell["rated"] else None
+    ratings = {"key": str(key), "judges": judges, "pooled": pooled}
+    write_json(run_dir.eval / HUMAN_RATINGS_NAME, ratings)
+    return ratings
+
+
 def _to_device(model: Any) -> Any:
     import torch
 
@@ -693,5 +712,5 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
     write_json(run_dir.report, report)
     atomic_write_text(out_dir / "report.md", report_markdown(report))
     write_human_eval(translations, out_dir, seed=cfg.eval.seed)
-    log.info("wrote %s, report.md and human_eval.csv (%d items)", run_dir.report, len(translations))
+    log.info("wrote %s, report.md and human_eval.csv/.xlsx (%d items)", run_dir.report, len(translations))
     return out_dir

@@ -228,6 +228,84 @@ def _fill(sheet: Path, key: Path, out: Path, rating, delimiter: str = ",") -> No
         writer.writerows(rows)
 
 
+def test_human_eval_xlsx_is_the_same_sheet_and_reads_back_like_the_csv(tmp_path):
+    from openpyxl import load_workbook
+
+    items = _translations()
+    # Outputs that Excel would run as formulas if they were not stored as text.
+    items[0] = dataclasses.replace(items[0], output="=HYPERLINK(\"http://example.org\")")
+    items[1] = dataclasses.replace(items[1], output="- Waaw, mu ngi fi.")
+    sheet, key = write_human_eval(items, tmp_path, seed=3)
+    workbook = load_workbook(sheet.with_suffix(".xlsx"))
+    table = [[cell.value for cell in row] for row in workbook.worksheets[0].iter_rows()]
+    assert tuple(table[0]) == SHEET_COLUMNS
+    assert [[v or "" for v in row] for row in table[1:]] == [[r[c] for c in SHEET_COLUMNS] for r in _read(sheet)]
+    cells = [cell for row in workbook.worksheets[0].iter_rows(min_row=2) for cell in row[2:3]]
+    assert {"=HYPERLINK(\"http://example.org\")", "- Waaw, mu ngi fi."} <= {c.value for c in cells}
+    assert all(c.data_type == "s" for c in cells)  # text, not formulas
+
+    # A judge fills the workbook in Excel (ratings typed as numbers) or the CSV: the same ratings come back.
+    kinds = {k["item_id"]: k for k in _read(key)}
+
+    def rating(k):
+        return ("5" if k["system"] == "langkit" else "2", "" if k["test_id"] == "test-1" else "4")
+
+    rows = workbook.worksheets[0].iter_rows(min_row=2)
+    for row in rows:
+        adequacy, fluency = rating(kinds[row[0].value])
+        row[4].value = int(adequacy) if fluency else None
+        row[5].value = float(fluency) if fluency else None
+    filled_xlsx, filled_csv = tmp_path / "filled.xlsx", tmp_path / "filled.csv"
+    workbook.save(filled_xlsx)
+    _fill(sheet, key, filled_csv, lambda k: rating(k) if rating(k)[1] else ("", ""))
+    from_xlsx = import_ratings(filled_xlsx, key)
+    from_csv = import_ratings(filled_csv, key)
+    assert from_xlsx.pop("sheet") == str(filled_xlsx) and from_csv.pop("sheet") == str(filled_csv)
+    assert from_xlsx == from_csv
+    assert (from_xlsx["rated"], from_xlsx["blank"]) == (8, 4)
+    assert from_xlsx["systems"]["langkit"]["fra_Latn-wol_Latn"]["adequacy"] == 5.0
+
+    # Errors name the workbook and the row as Excel numbers it.
+    workbook = load_workbook(filled_xlsx)
+    workbook.worksheets[0]["E4"] = 7
+    workbook.save(filled_xlsx)
+    with pytest.raises(RatingsError, match=r"filled.xlsx, line 4: adequacy must be from 1 to 5, got 7"):
+        import_ratings(filled_xlsx, key)
+    filled_xlsx.write_bytes(filled_csv.read_bytes())  # a CSV saved under the wrong name
+    with pytest.raises(RatingsError, match=r"filled.xlsx: not an XLSX workbook"):
+        import_ratings(filled_xlsx, key)
+
+
+def test_cli_reads_every_judges_sheet_into_pooled_ratings(tmp_path, capsys):
+    from langkit.cli import main
+
+    run_dir = RunDir(tmp_path / "run")
+    sheet, key = write_human_eval(_translations(), run_dir.eval, seed=3)
+    # Judge A rates everything; judge B leaves the base system's test-2 items blank and is harsher.
+    judge_a, judge_b = tmp_path / "a.csv", tmp_path / "b.csv"
+    _fill(sheet, key, judge_a, lambda k: ("5", "4") if k["system"] == "langkit" else ("2", "2"))
+    _fill(sheet, key, judge_b, lambda k: ("", "") if k["system"] == "base" and k["test_id"] == "test-2"
+          else ("3", "4") if k["system"] == "langkit" else ("1", "1"))
+    config = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+    assert main(["-q", "eval", str(config), "--out", str(run_dir.root), "--ratings", str(judge_a), str(judge_b)]) == 0
+    printed = capsys.readouterr().out
+    assert "human_ratings.json (2 sheet(s))" in printed and "adequacy" in printed.splitlines()[0]
+
+    ratings = json.loads((run_dir.eval / "human_ratings.json").read_text("utf-8"))
+    assert [j["sheet"] for j in ratings["judges"]] == [str(judge_a), str(judge_b)]
+    langkit = ratings["pooled"]["langkit"]["fra_Latn-wol_Latn"]
+    assert (langkit["sheets"], langkit["rated"], langkit["adequacy"], langkit["fluency"]) == (2, 6, 4.0, 4.0)
+    base = ratings["pooled"]["base"]["fra_Latn-wol_Latn"]
+    # 3 rows from A at 2, 2 rows from B at 1 (its third is blank): the mean of the 5 rated rows.
+    assert (base["rated"], base["blank"], base["adequacy"]) == (5, 1, round((3 * 2 + 2 * 1) / 5, 4))
+
+    # A bad sheet stops the import before anything is written, naming the file and line.
+    (run_dir.eval / "human_ratings.json").unlink()
+    _fill(sheet, key, judge_b, lambda k: ("6", "4"))
+    assert main(["-q", "eval", str(config), "--out", str(run_dir.root), "--ratings", str(judge_a), str(judge_b)]) == 2
+    assert "b.csv" in capsys.readouterr().err and not (run_dir.eval / "human_ratings.json").exists()
+
+
 def test_import_ratings_means_blanks_and_errors(tmp_path):
     sheet, key = write_human_eval(_translations(), tmp_path, seed=3)
 
@@ -429,7 +507,8 @@ def test_run_writes_reports_outputs_and_sheet(tmp_path, monkeypatch, tiny_model,
 
     assert out == run_dir.eval
     directions = ["fra_Latn-wol_Latn", "wol_Latn-fra_Latn", "eng_Latn-swh_Latn", "swh_Latn-eng_Latn"]
-    expected = {"report.json", "report.md", "human_eval.csv", "human_eval_key.csv", "human_eval_README.md"}
+    expected = {"report.json", "report.md", "human_eval.csv", "human_eval.xlsx", "human_eval_key.csv",
+                "human_eval_README.md"}
     expected |= {f"outputs/{s}.{d}.{x}" for s in ("langkit", "base") for d in directions for x in ("src", "gen", "hyp", "ref")}
     assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == expected
 

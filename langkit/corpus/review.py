@@ -10,14 +10,13 @@ columns, ``verdict`` and ``comment``, are left empty for the reviewer.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from langkit.sheets import csv_bytes, xlsx_bytes
 from langkit.utils import atomic_write_bytes, get_logger, read_json
 
 log = get_logger("corpus.review")
@@ -30,8 +29,6 @@ REVIEW_COLUMNS = (
 )  # fmt: skip
 """Columns of the review sheet; ``verdict`` and ``comment`` are for the reviewer to fill in."""
 SPLITS = ("train", "dev", "test")
-XLSX_MAX_CHARS = 32_767
-"""Longest text an Excel cell holds."""
 _WIDTHS = {"id": 18, "language": 10, "source": 14, "file": 20, "line": 7, "status": 11, "reason": 24,
            "text": 60, "pivot_text": 60, "normalization": 18, "verdict": 10, "comment": 30}  # fmt: skip
 
@@ -132,57 +129,6 @@ def sample_records(corpus_dir: str | Path, n: int = 50, seed: int = 0) -> list[d
     return [{c: row.get(c, "") for c in REVIEW_COLUMNS} for row in rows]
 
 
-def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=REVIEW_COLUMNS, lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    # UTF-8 with a BOM: Excel opens it as UTF-8 (without, it reads cp1252 and garbles ë, ɛ, ŋ).
-    return buffer.getvalue().encode("utf-8-sig")
-
-
-def _xlsx_text(value: Any) -> Any:
-    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
-    if not isinstance(value, str):
-        return value
-    # Control characters cannot be stored in XLSX: show them as \xNN instead of failing.
-    value = ILLEGAL_CHARACTERS_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", value)
-    return value[:XLSX_MAX_CHARS]
-
-
-def _xlsx_bytes(rows: list[dict[str, Any]]) -> bytes:
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.styles import Alignment, Font
-    from openpyxl.utils import get_column_letter
-
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("review")
-    sheet.freeze_panes = "A2"
-    for i, column in enumerate(REVIEW_COLUMNS):
-        sheet.column_dimensions[get_column_letter(i + 1)].width = _WIDTHS[column]
-    bold, wrap = Font(bold=True), Alignment(wrap_text=True, vertical="top")
-    header = []
-    for column in REVIEW_COLUMNS:
-        cell = WriteOnlyCell(sheet, value=column)
-        cell.font = bold
-        header.append(cell)
-    sheet.append(header)
-    for row in rows:
-        cells = []
-        for column in REVIEW_COLUMNS:
-            cell = WriteOnlyCell(sheet, value=_xlsx_text(row[column]))
-            if isinstance(row[column], str):
-                cell.data_type = "s"  # text that starts with "=" is text, not a formula
-            cell.alignment = wrap
-            cells.append(cell)
-        sheet.append(cells)
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
-
-
 def write_review(
     corpus_dir: str | Path, out_dir: str | Path | None = None, n: int = 50, seed: int = 0
 ) -> tuple[Path, Path]:
@@ -191,8 +137,8 @@ def write_review(
     rows = sample_records(corpus_dir, n, seed)
     out = Path(out_dir) if out_dir is not None else corpus_folder(corpus_dir) / "review"
     csv_path, xlsx_path = out / "review.csv", out / "review.xlsx"
-    atomic_write_bytes(csv_path, _csv_bytes(rows))
-    atomic_write_bytes(xlsx_path, _xlsx_bytes(rows))
+    atomic_write_bytes(csv_path, csv_bytes(REVIEW_COLUMNS, rows))
+    atomic_write_bytes(xlsx_path, xlsx_bytes(REVIEW_COLUMNS, rows, "review", _WIDTHS))
     counts = {s: sum(1 for r in rows if r["status"] == s) for s in ("kept", "dropped", "quarantined")}
     log.info("review sample (%s) written to %s and %s", counts, csv_path, xlsx_path)
     return csv_path, xlsx_path
