@@ -253,6 +253,27 @@ def score(
     return result
 
 
+def paired_test(baseline: Sequence[str], system: Sequence[str], references: Sequence[str], *,
+                n_samples: int = 1000) -> dict[str, Any]:
+    """Is ``system``'s chrF++ different from ``baseline``'s on the same segments beyond chance? sacrebleu's
+    paired bootstrap resampling (its CLI's ``--paired-bs``; resampling seed ``SACREBLEU_SEED``, default
+    12345): ``{"metric", "baseline", "system", "p_value", "n_samples", "signature"}``. Two intervals that
+    overlap are no such test: the resamples here take the same segments for both systems."""
+    from sacrebleu.significance import PairedTest
+
+    if not len(baseline) == len(system) == len(references):
+        raise ValueError(f"{len(baseline)} baseline and {len(system)} system outputs for {len(references)} references")
+    test = PairedTest([("baseline", list(baseline)), ("system", list(system))], {"chrf++": _metric("chrf++")},
+                      [list(references)], test_type="bs", n_samples=n_samples)
+    signatures, scores = test()
+    (name,) = signatures  # sacrebleu names the metric itself ("chrF2++")
+    base_result, system_result = scores[name]
+    assert not isinstance(base_result, str) and not isinstance(system_result, str)  # the name column is apart
+    return {"metric": "chrf++", "baseline": round(float(base_result.score), 4),
+            "system": round(float(system_result.score), 4), "p_value": round(float(system_result.p_value or 0.0), 4),
+            "n_samples": n_samples, "signature": str(signatures[name])}
+
+
 # --------------------------------------------------------------------------------------------------
 # Test data
 # --------------------------------------------------------------------------------------------------
@@ -547,7 +568,14 @@ def report_markdown(report: dict[str, Any]) -> str:
                 if ci := m[name].get("ci95"):
                     signatures.setdefault(f"{label} 95% CI (bootstrap)", ci["signature"])
     lines += ["", "chrF++ is the primary metric (as FLORES-200 and NLLB report it). "
-              "± is half the width of sacrebleu's 95% bootstrap interval.", "", "Signatures (sacrebleu):", ""]
+              "± is half the width of sacrebleu's 95% bootstrap interval."]
+    if paired := report.get("paired"):
+        lines += ["", "Paired bootstrap resampling, chrF++ of langkit against base on the same segments (p < 0.05: "
+                  "a difference unlikely to be chance):", "", "| direction | base | langkit | p |", "|---|---:|---:|---:|"]
+        for p in paired:
+            lines.append(f"| {p['direction']} | {_fmt(p['baseline'])} | {_fmt(p['system'])} | {p['p_value']:.4f} |")
+            signatures.setdefault("chrF++ paired bootstrap", p["signature"])
+    lines += ["", "Signatures (sacrebleu):", ""]
     lines += [f"- {label}: `{sig}`" for label, sig in signatures.items()]
     if report["model"] == "tiny":
         lines += ["", "**These scores come from `tiny`, a randomly initialised 2-layer model: they are meaningless "
@@ -687,6 +715,17 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
         del model, tokenizer  # one system in memory at a time
         gc.collect()
 
+    # langkit against the base model on the same segments, direction by direction (as scored: .hyp files).
+    paired = []
+    if cfg.eval.compare_base and task.bootstrap > 1:
+        for d in directions:
+            if len(d.references) < 2:
+                continue  # one segment: every resample is the same
+            base, langkit = ((out_dir / "outputs" / f"{system}.{d.name}.hyp").read_text("utf-8").split("\n")[:-1]
+                             for system in ("base", "langkit"))
+            paired.append({"direction": d.name, "baseline_system": "base", "compared_system": "langkit",
+                           **paired_test(base, langkit, d.references, n_samples=task.bootstrap)})
+
     report = {
         "model": cfg.train.model,
         "adapter": _rel(run_dir.adapter, run_dir.root),
@@ -695,6 +734,7 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
         "tokenizer_sha256": sha256_file(run_dir.tokenizer_file),
         "test_set": _rel(split, run_dir.root),
         "results": results,
+        "paired": paired,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "languages": list(cfg.languages),
         "systems": {

@@ -29,6 +29,7 @@ from langkit.evaluate import (
     evaluate_system,
     import_ratings,
     load_task,
+    paired_test,
     score,
     stop_token_ids,
     translate,
@@ -90,6 +91,23 @@ def test_score_equals_sacrebleu_cli(tmp_path):
     assert score(REFS, REFS)["chrf++"]["score"] == 100.0
     with pytest.raises(ValueError, match="3 hypotheses but 4 references"):
         score(HYPS[:3], REFS)
+
+
+def test_paired_test_equals_sacrebleu_cli_paired_bootstrap(tmp_path):
+    baseline = ["Maa ngi.", "Ñaata la?", "Sama yaay.", "Ndox mi."]
+    ref, base_file, hyp = tmp_path / "ref.txt", tmp_path / "base.txt", tmp_path / "langkit.txt"
+    for path, lines in ((ref, REFS), (base_file, baseline), (hyp, HYPS)):
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ours = paired_test(baseline, HYPS, REFS, n_samples=200)
+    # The CLI's JSON output fails on numpy floats in sacrebleu 2.6: read its text table instead.
+    text = subprocess.run([str(SACREBLEU), str(ref), "-i", str(base_file), str(hyp), "-m", "chrf",
+                           "--chrf-word-order", "2", "--paired-bs", "--paired-bs-n", "200", "-f", "text"],
+                          check=True, capture_output=True, text=True).stdout
+    assert f"(p = {ours['p_value']:.4f})" in text
+    assert ours["signature"] in text and "bs:200" in ours["signature"]
+    assert ours["baseline"] == score(baseline, REFS)["chrf++"]["score"] < ours["system"] == score(HYPS, REFS)["chrf++"]["score"]
+    with pytest.raises(ValueError, match="3 baseline and 4 system outputs for 4 references"):
+        paired_test(baseline[:3], HYPS, REFS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -516,6 +534,10 @@ def test_run_writes_reports_outputs_and_sheet(tmp_path, monkeypatch, tiny_model,
     assert (report["model"], report["adapter"], report["test_set"]) == ("tiny", "train/adapter", "corpus/dataset/test.parquet")
     assert report["adapter_sha256"] == hashlib.sha256(b"adapter tensors").hexdigest()
     assert "normalized" in report["scoring"]["outputs"]
+    # langkit against base on the same segments, where a direction has two segments or more to resample.
+    assert [p["direction"] for p in report["paired"]] == ["fra_Latn-wol_Latn", "wol_Latn-fra_Latn"]
+    assert all(0 < p["p_value"] <= 1 and p["n_samples"] == 1000 and "bs:1000" in p["signature"] for p in report["paired"])
+    assert "Paired bootstrap" in (out / "report.md").read_text("utf-8")
     assert report["tokenizer_sha256"] == hashlib.sha256(b"{}").hexdigest()
     assert [(r["system"], r["direction"]) for r in report["results"]] == [(s, d) for s in ("langkit", "base") for d in directions]
     for r in report["results"]:
