@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ DEFAULT_COMMIT_MESSAGE = "Upload langkit release"
 # repository has one) and the .cache/ folder snapshot_download(local_dir=...) keeps its metadata in.
 _UNLISTED_FILES = (".gitattributes",)
 _UNLISTED_DIRS = (".cache",)
+_DOWNLOAD_DIR = ".langkit-download"  # inside an existing empty folder, while a download is verified
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _RESTRICTED_TERMS = ("non-commercial", "no-redistribution")  # corpus sources' redistribution terms
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -786,17 +788,24 @@ def download_release(
     """Download a release (a branch, tag or commit of ``repo_id``) into a new or empty ``out_dir`` and
     verify it against its manifest; :class:`VerificationError` if it does not match.
 
-    The files land in a hidden folder beside ``out_dir`` that is renamed to ``out_dir`` only once verified:
-    an interrupted or failed download leaves no ``out_dir`` behind, so it can simply be run again."""
+    The files land in a hidden folder and are moved into ``out_dir`` only once verified: a download that
+    fails, does not verify or is interrupted (an error, Ctrl-C) keeps nothing, so it can simply be run
+    again. (A killed process leaves the hidden folder, ``.tmp-NAME`` beside a new ``out_dir`` or
+    ``.langkit-download`` inside an existing empty one; the next download there clears it.)"""
     from huggingface_hub import snapshot_download
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.exists() and (not out_dir.is_dir() or any(p.name != _DOWNLOAD_DIR for p in out_dir.iterdir())):
         raise PublishError(f"{out_dir} exists and is not an empty folder: download a release into a new "
                            "folder (files left from another release would fail verification)")
     _refuse_offline(f"download {repo_id}")
     where = f"{repo_id}@{revision or 'main'}"
-    tmp = temp_dir(out_dir)
+    # An existing empty folder (maybe a mount point, or ".") is filled in place; a new one is renamed in whole.
+    existing = out_dir.is_dir()
+    tmp = out_dir / _DOWNLOAD_DIR if existing else temp_dir(out_dir)
+    if existing:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
     try:
         snapshot_download(repo_id, repo_type="model", revision=revision, local_dir=tmp,
                           endpoint=endpoint, token=token)
@@ -804,7 +813,12 @@ def download_release(
         report.path = out_dir  # what the summary names: the folder the user asked for
         if not report.ok:
             raise VerificationError(f"downloaded {where}, but {report.summary()}; nothing was kept", report)
-        replace_dir(tmp, out_dir)
+        if existing:
+            for entry in sorted(tmp.iterdir()):
+                os.replace(entry, out_dir / entry.name)
+            tmp.rmdir()
+        else:
+            replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1043,6 +1043,8 @@ def extend_tokenizer(
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():  # said before the minutes of learning, not after
+        raise ValueError(f"{out_dir} is a file: give a folder (new, empty, or an earlier tokenizer)")
     new_tokens, data = learn_merges(tokenizer, texts, budget, min_frequency, **options)
     backend = Tokenizer.from_str(json.dumps(data, ensure_ascii=False))
     extended = PreTrainedTokenizerFast(

@@ -60,17 +60,27 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def _remove(path: Path) -> None:
+    """Remove a file, a link (not what it points to) or a folder tree, if there."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
 def temp_dir(dest: Path) -> Path:
-    """An empty hidden folder next to ``dest`` to write into before :func:`replace_dir` (one left by a
-    crashed run is cleared first)."""
+    """An empty hidden folder next to ``dest`` to write into before :func:`replace_dir` (whatever a crashed
+    run left under that name is cleared first)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".tmp-{dest.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    _remove(tmp)
     tmp.mkdir()
     return tmp
 
 
 def _fsync(path: Path) -> None:
+    if os.name == "nt" and path.is_dir():
+        return  # Windows cannot open a folder to flush it (its renames are journaled)
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -87,18 +97,24 @@ def _sync_tree(folder: Path) -> None:
 
 def replace_dir(tmp: Path, dest: Path) -> Path:
     """Put the finished folder ``tmp`` at ``dest`` (replacing a folder, or a link to one) by renames, so that
-    readers never see ``dest`` half written."""
+    readers never see ``dest`` half written. A regular file at ``dest`` is refused (``FileExistsError``),
+    never replaced; if the new folder cannot be renamed in, the old one is put back."""
+    if dest.is_file() and not dest.is_symlink():
+        raise FileExistsError(f"{dest} is a file, not a folder: it is left as it is")
     _sync_tree(tmp)
     old = dest.parent / f".old-{dest.name}"
-    if dest.exists() or dest.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
+    _remove(old)  # a crashed swap's leftover
+    moved = dest.exists() or dest.is_symlink()
+    if moved:
         os.replace(dest, old)
-    os.replace(tmp, dest)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        if moved:
+            os.replace(old, dest)
+        raise
     _fsync(dest.parent)  # the rename itself
-    if old.is_symlink() or old.is_file():
-        old.unlink()
-    else:
-        shutil.rmtree(old, ignore_errors=True)
+    _remove(old)
     return dest
 
 

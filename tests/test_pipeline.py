@@ -51,8 +51,8 @@ def test_run_directory_has_every_stage_output(demo_run):
     assert expected <= files, sorted(expected - files)
     # Keep-last-N checkpoints: with save_every=1 and 2 steps, both are kept (keep_checkpoints=2).
     assert {f.split("/")[2] for f in files if f.startswith("train/checkpoints/")} == {"step-000001", "step-000002"}
-    # Nothing half-written is left behind by the atomic writers.
-    assert not [f for f in files if f.endswith(".tmp")]
+    # Nothing half-written is left behind by the atomic writers (files) or the folder swaps (.tmp-X, .old-X).
+    assert not [f for f in files if f.endswith(".tmp") or any(p.startswith((".tmp-", ".old-")) for p in f.split("/"))]
     resolved = yaml.safe_load((demo_run / "config.yaml").read_text())
     assert resolved["train"]["max_steps"] == 2 and resolved["tokenizer"]["budget"] == 20
 

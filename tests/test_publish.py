@@ -442,10 +442,21 @@ def test_interrupted_download_leaves_nothing_and_can_be_rerun(tmp_path: Path, hu
         download_release(REPO, down, endpoint=hub_server.endpoint, token=hub_server.token)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no half-downloaded release anywhere
 
+    # Into an existing empty folder (a mount point, "."): filled in place, never renamed; nothing kept either.
+    mount = tmp_path / "mount"
+    mount.mkdir()
+    with pytest.raises(ConnectionError):
+        download_release(REPO, mount, endpoint=hub_server.endpoint, token=hub_server.token)
+    assert list(mount.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["mount", "run"]
+
     monkeypatch.setattr(huggingface_hub, "snapshot_download", real)
-    report = download_release(REPO, down, endpoint=hub_server.endpoint, token=hub_server.token)
-    assert report.ok and report.path == down
-    assert {p: d for p, d in files_of(down).items() if not p.startswith(".")} == files_of(release)
+    for folder in (down, mount):
+        inode = folder.stat().st_ino if folder.exists() else None
+        report = download_release(REPO, folder, endpoint=hub_server.endpoint, token=hub_server.token)
+        assert report.ok and report.path == folder
+        assert {p: d for p, d in files_of(folder).items() if not p.startswith(".")} == files_of(release)
+        assert inode is None or folder.stat().st_ino == inode  # the existing folder itself was kept
+    assert not (mount / ".langkit-download").exists()
 
 
 def test_push_refuses_a_broken_release(tmp_path: Path, hub_server: HubServer) -> None:

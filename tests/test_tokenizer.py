@@ -188,6 +188,10 @@ def test_extend_swaps_the_folder_in_whole_and_refuses_a_folder_that_is_not_a_tok
     with pytest.raises(ValueError, match=r"notes holds files that are not a tokenizer's \(thesis.tex\)"):
         extend_tokenizer(base_tokenizer, SAMPLE_TEXT, 3, notes, 1)
     assert [p.name for p in notes.iterdir()] == ["thesis.tex"] and not list(tmp_path.glob(".*"))
+    # A file at the destination is refused before any learning, and kept.
+    with pytest.raises(ValueError, match="thesis.tex is a file"):
+        extend_tokenizer(base_tokenizer, SAMPLE_TEXT, 3, notes / "thesis.tex", 1)
+    assert (notes / "thesis.tex").read_text("utf-8") == "keep me"
 
 
 def test_word_count_discount_is_estimated_from_words_seen_once_and_twice():

@@ -34,3 +34,44 @@ def test_temp_dir_clears_what_a_crashed_run_left(tmp_path: Path) -> None:
     leftover = _folder_with(temp_dir(dest), "half-written.bin", "x")
     again = temp_dir(dest)
     assert again == leftover and list(again.iterdir()) == []
+
+
+def test_replace_dir_refuses_a_file_and_clears_what_a_crashed_swap_left(tmp_path: Path) -> None:
+    import pytest
+
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep", encoding="utf-8")
+    with pytest.raises(FileExistsError, match="is a file"):
+        replace_dir(_folder_with(tmp_path / "new", "a.txt", "a"), precious)
+    assert precious.read_text("utf-8") == "keep"
+
+    # A crash between the two renames of an earlier swap left links under the hidden names.
+    dest = _folder_with(tmp_path / "tokenizer", "old.txt", "old")
+    elsewhere = _folder_with(tmp_path / "elsewhere", "kept.txt", "kept")
+    for leftover in (tmp_path / ".old-tokenizer", tmp_path / ".tmp-tokenizer"):
+        leftover.symlink_to(elsewhere, target_is_directory=True)
+    replace_dir(_folder_with(temp_dir(dest), "new.txt", "new"), dest)
+    assert [p.name for p in dest.iterdir()] == ["new.txt"] and (elsewhere / "kept.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "new", "notes.txt", "tokenizer"]
+
+
+def test_replace_dir_puts_the_old_folder_back_when_the_new_one_cannot_go_in(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    import pytest
+
+    dest = _folder_with(tmp_path / "release", "old.txt", "old")
+    new = _folder_with(temp_dir(dest), "new.txt", "new")
+    real_replace, calls = os.replace, []
+
+    def failing_second(src, dst):  # the old folder moves aside, then the new one fails to go in
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError("disk quota exceeded")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_second)
+    with pytest.raises(OSError, match="quota"):
+        replace_dir(new, dest)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert (dest / "old.txt").read_text("utf-8") == "old" and not (tmp_path / ".old-release").exists()
