@@ -322,7 +322,8 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
         nonlocal gathered
         # Gathering is collective under FSDP/ZeRO-3: every process runs this, the main one writes.
         adapter = trainable_state_dict(accelerator, wrapped)
-        gathered = (at, adapter)
+        # Kept only from the last step: a copy held between checkpoints would cost every process host memory.
+        gathered = (at, adapter) if at == train.max_steps else None
         optim = optimizer_state(accelerator, wrapped, optimizer)
         spent = energy_so_far(wall)
         if main:
