@@ -40,7 +40,15 @@ from langkit.harmony import STOP_TOKENS, render_prompt
 from langkit.languages import get_language
 from langkit.rundir import RunDir
 from langkit.sheets import SheetError, csv_bytes, read_sheet, xlsx_bytes
-from langkit.utils import atomic_write_bytes, atomic_write_text, get_logger, progress, sha256_file, write_json
+from langkit.utils import (
+    atomic_write_bytes,
+    atomic_write_text,
+    get_logger,
+    progress,
+    read_json,
+    sha256_file,
+    write_json,
+)
 
 log = get_logger("evaluate")
 
@@ -384,8 +392,10 @@ def write_human_eval(translations: Sequence[Translation], out_dir: str | Path, s
 
 HUMAN_EVAL_README = """# Rating the translations in human_eval.xlsx (or human_eval.csv)
 
-Thank you for judging. The sheet holds {n} translations in random order (the same rows in both files:
-use whichever your spreadsheet program opens best). Each row has:
+Thank you for judging. The sheet holds {n} translations in random order. The same rows are in both
+files: with Excel, open `human_eval.xlsx` (the CSV opens badly in a French-language Excel, and Excel may
+read a translation that starts with = or - as a formula); LibreOffice and other programs can use either.
+Each row has:
 
 - `item_id`: leave it exactly as it is (it is how your ratings are matched back);
 - `source`: the sentence to translate;
@@ -417,8 +427,9 @@ Spelling counts for fluency: judge the language's usual orthography (for Wolof t
 à é ë ñ ŋ ó; for Baoulé and Lingala the open vowels ɛ and ɔ; missing tone marks in Lingala are normal).
 
 Leave **both** cells empty if you cannot judge a row (it is counted as not rated, never guessed).
-Do not add, delete or rename columns. You may sort or filter while working. Save in the format you
-opened (Excel Workbook, or CSV UTF-8 with commas or semicolons) and send back that one file.
+Type the ratings as plain numbers (not formulas). Do not add, delete or rename columns. You may sort or
+filter while working. Save in the format you opened (Excel Workbook, or CSV UTF-8 with commas or
+semicolons) and send back that one file.
 `human_eval_key.csv` says which system made each output: the judges must not see it.
 
 Read the ratings back with `langkit.evaluate.import_ratings("human_eval.xlsx", "human_eval_key.csv")`
@@ -634,6 +645,10 @@ def import_run_ratings(run_dir: RunDir, sheets: Sequence[str | Path]) -> dict[st
     direction, the means over every rated row of every sheet. Every sheet is checked before anything is
     written (:class:`RatingsError` names the file and line)."""
     key = run_dir.require(run_dir.eval / "human_eval_key.csv", "eval")
+    resolved = [Path(sheet).resolve() for sheet in sheets]
+    if len(set(resolved)) < len(resolved):
+        twice = sorted({str(p) for p in resolved if resolved.count(p) > 1})
+        raise RatingsError(f"{', '.join(twice)}: given more than once; each judge's sheet counts once")
     judges = [import_ratings(sheet, key) for sheet in sheets]
     pooled: dict[str, dict[str, dict[str, Any]]] = {}
     for result in judges:
@@ -670,6 +685,19 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+def _corpus_normalization(run_dir: RunDir, cfg: RunConfig) -> Any:
+    """The normalization settings the corpus stage built the references with (``corpus/stats.json`` records
+    them), else the config's: outputs must go through the same rules as their references."""
+    from langkit.config import NormalizeConfig
+
+    stats = run_dir.corpus / "stats.json"
+    recorded = (read_json(stats).get("steps") or {}).get("normalize") if stats.is_file() else None
+    if not isinstance(recorded, dict):
+        return cfg.corpus.normalize
+    known = {f.name for f in dataclasses.fields(NormalizeConfig)}
+    return NormalizeConfig(**{k: v for k, v in recorded.items() if k in known})
+
+
 def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
     """The eval stage: translate the test split with each system, score, write the reports and the
     blinded human-evaluation sheet into ``run_dir.eval``. Returns that folder."""
@@ -696,10 +724,12 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
     if cfg.eval.compare_base:
         systems.append(("base", load_base))
 
+    normalize_config = _corpus_normalization(run_dir, cfg)
+
     def normalize_output(text: str, language: str) -> str:
         from langkit.corpus.normalize import normalize_text  # the rules the references went through
 
-        return normalize_text(text, language, cfg.corpus.normalize)[0]
+        return normalize_text(text, language, normalize_config)[0]
 
     out_dir = run_dir.eval
     out_dir.mkdir(parents=True, exist_ok=True)

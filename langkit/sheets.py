@@ -85,8 +85,12 @@ def read_sheet(path: str | Path) -> tuple[list[str], list[tuple[int, dict[str, s
     """The header and the rows of a filled-in sheet (``.xlsx``: its first sheet; anything else: CSV), each
     row with its line or row number and every cell as text ("" when empty)."""
     path = Path(path)
-    if path.suffix.lower() == ".xlsx":
+    suffix = path.suffix.lower()
+    if suffix == ".xlsx":
         return _read_xlsx(path)
+    if suffix in (".xls", ".ods", ".numbers"):
+        raise SheetError(f"{path}: a {suffix} file cannot be read; save it as Excel Workbook (.xlsx) or as "
+                         "CSV UTF-8 (.csv)")
     return _read_csv(path)
 
 

@@ -292,6 +292,10 @@ def test_human_eval_xlsx_is_the_same_sheet_and_reads_back_like_the_csv(tmp_path)
     filled_xlsx.write_bytes(filled_csv.read_bytes())  # a CSV saved under the wrong name
     with pytest.raises(RatingsError, match=r"filled.xlsx: not an XLSX workbook"):
         import_ratings(filled_xlsx, key)
+    ods = tmp_path / "filled.ods"
+    ods.write_bytes(b"PK\x03\x04")
+    with pytest.raises(RatingsError, match=r"filled.ods: a .ods file cannot be read; save it as Excel Workbook"):
+        import_ratings(ods, key)
 
 
 def test_cli_reads_every_judges_sheet_into_pooled_ratings(tmp_path, capsys):
@@ -316,6 +320,10 @@ def test_cli_reads_every_judges_sheet_into_pooled_ratings(tmp_path, capsys):
     base = ratings["pooled"]["base"]["fra_Latn-wol_Latn"]
     # 3 rows from A at 2, 2 rows from B at 1 (its third is blank): the mean of the 5 rated rows.
     assert (base["rated"], base["blank"], base["adequacy"]) == (5, 1, round((3 * 2 + 2 * 1) / 5, 4))
+
+    # The same sheet twice would count one judge twice.
+    assert main(["-q", "eval", str(config), "--out", str(run_dir.root), "--ratings", str(judge_a), str(judge_a)]) == 2
+    assert "given more than once" in capsys.readouterr().err
 
     # A bad sheet stops the import before anything is written, naming the file and line.
     (run_dir.eval / "human_ratings.json").unlink()
@@ -502,6 +510,17 @@ def test_outputs_are_scored_as_the_references_were_normalized(tmp_path, monkeypa
 
     assert chrf(lambda text, language: normalize_text(text, language)[0], tmp_path / "a") == 100.0
     assert chrf(None, tmp_path / "b") < 100.0
+
+
+def test_outputs_are_normalized_with_the_settings_the_corpus_was_built_with(tmp_path):
+    # The references were normalized when the corpus was built: its recorded settings win over the config's.
+    run_dir, cfg = RunDir(tmp_path / "run"), RunConfig()
+    assert evaluate._corpus_normalization(run_dir, cfg) is cfg.corpus.normalize  # no corpus stats: the config
+    run_dir.corpus.mkdir(parents=True)
+    recorded = {**dataclasses.asdict(cfg.corpus.normalize), "unify_apostrophes": False, "a_later_switch": True}
+    (run_dir.corpus / "stats.json").write_text(json.dumps({"steps": {"normalize": recorded}}), encoding="utf-8")
+    used = evaluate._corpus_normalization(run_dir, cfg)
+    assert used.unify_apostrophes is False and cfg.corpus.normalize.unify_apostrophes is True
 
 
 def test_run_writes_reports_outputs_and_sheet(tmp_path, monkeypatch, tiny_model, base_tokenizer):
