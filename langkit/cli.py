@@ -163,7 +163,13 @@ def _tokenizer_stats(args: argparse.Namespace) -> None:
 
 def _tokenizer_extend(args: argparse.Namespace) -> None:
     from langkit.config import TokenizerConfig
-    from langkit.tokenizer import extend_with_config, load_base_tokenizer, parse_text_args, read_lines
+    from langkit.tokenizer import (
+        extend_with_config,
+        load_base_tokenizer,
+        parse_language_budgets,
+        parse_text_args,
+        read_lines,
+    )
 
     config = TokenizerConfig(base=args.base, budget=args.budget, pivot_guard=not args.no_pivot_guard,
                              normalize=not args.no_normalize, whole_words=not args.no_whole_words)
@@ -175,11 +181,7 @@ def _tokenizer_extend(args: argparse.Namespace) -> None:
         config.mode = args.mode
     if args.pivot_guard_tolerance is not None:
         config.pivot_guard_tolerance = args.pivot_guard_tolerance
-    for item in args.language_budget:
-        code, _, n = item.partition("=")
-        if not n.isdigit():
-            raise ValueError(f"--language-budget {item!r} must look like LANG=N, e.g. bci_Latn=3000")
-        config.language_budgets[code] = int(n)
+    config.language_budgets.update(parse_language_budgets(args.language_budget))
     config.check("tokenizer")
     texts: dict[str, list[str]] = {}
     sources = parse_text_args(args.text)

@@ -398,6 +398,17 @@ def parse_text_args(items: Iterable[str]) -> list[tuple[str, Path]]:
     return pairs
 
 
+def parse_language_budgets(items: Iterable[str]) -> dict[str, int]:
+    """``LANG=N`` arguments (``bci_Latn=1200``) -> {code: tokens}; the config checks the codes."""
+    budgets = {}
+    for item in items:
+        code, _, n = item.partition("=")
+        if not n.isdigit():
+            raise ValueError(f"--language-budget {item!r} must look like LANG=N, e.g. bci_Latn=3000")
+        budgets[code] = int(n)
+    return budgets
+
+
 # --------------------------------------------------------------------------------------------------
 # Extension: continued BPE on top of gpt-oss's merges
 # --------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from langkit.tokenizer import (  # noqa: E402
     extend_with_config,
     load_base_tokenizer,
     normalize_lines,
+    parse_language_budgets,
     parse_text_args,
     read_lines,
 )
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--sentencepiece", action="store_true", help="also run langkit's SentencePiece mode")
     parser.add_argument("--balance", default="equal", choices=["equal", "proportional", "relative", "none"],
                         help="langkit's budget sharing (tokenizer.balance)")
+    parser.add_argument("--language-budget", action="append", default=[], metavar="LANG=N",
+                        help="langkit: fix a language's share of the budget (tokenizer.language_budgets)")
     parser.add_argument("--train-fractions", type=float, nargs="*", default=[], metavar="F",
                         help="also train plain and langkit on the first F of each training file and print the "
                              "cuts against F (how the cut grows with more text)")
@@ -144,7 +147,9 @@ def main() -> None:
     plain, _ = extend_with_config(base, train, plain_config, out / "plain")
     plain_s = time.perf_counter() - start
 
-    config = TokenizerConfig(budget=args.budget, balance=args.balance)
+    config = TokenizerConfig(budget=args.budget, balance=args.balance,
+                             language_budgets=parse_language_budgets(args.language_budget))
+    config.check("tokenizer")
     # The pivot guard is built (or read from the cache) as part of every extension; timed alone here too.
     start = time.perf_counter()
     PivotGuard.build(base, top_n=config.pivot_guard_words, tolerance=config.pivot_guard_tolerance)

@@ -169,6 +169,13 @@ def test_cli_extend_settings_are_applied_and_recorded(tmp_path, capsys):
     (source,) = record["sources"]
     assert source["language"] == "wol_Latn" and source["sha256"] == hashlib.sha256(wol.read_bytes()).hexdigest()
 
+    # A fixed share is a ceiling: Wolof alone, held to 4 of the 6 tokens.
+    record = extend(tmp_path / "fixed", "--language-budget", "wol_Latn=4", "--no-pivot-guard")
+    assert record["settings"]["language_budgets"] == {"wol_Latn": 4} and record["new_tokens"] == {"total": 4, "wol_Latn": 4}
+    assert main(["-q", "tokenizer", "extend", "--budget", "6", "--text", f"wol_Latn:{wol}", "--out", str(tmp_path / "x"),
+                 "--language-budget", "wol_Latn=many"]) == 2
+    assert "must look like LANG=N" in capsys.readouterr().err
+
 
 def test_extend_swaps_the_folder_in_whole_and_refuses_a_folder_that_is_not_a_tokenizer(base_tokenizer, tmp_path):
     from langkit.tokenizer import extend_tokenizer
