@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -577,6 +578,10 @@ class PublishConfig:
     def check(self, key: str) -> None:
         if self.repo_id and self.repo_id.count("/") != 1:
             raise ConfigError(f"{key}.repo_id must look like 'org/name', got {self.repo_id!r}")
+        # The Hub reads the card's licence as one of its lower-case ids and refuses others.
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", self.license):
+            raise ConfigError(f"{key}.license must be a Hub licence id in lower case (apache-2.0, mit, cc-by-4.0, "
+                              f"cc-by-sa-4.0, other...), got {self.license!r}")
 
 
 @dataclass

@@ -47,6 +47,7 @@ def test_every_shipped_config_loads():
         ({"corpus": {"sources": [{"path": "x", "language": "xyz"}]}}, [], r"corpus.sources\[0\].language"),
         ({"corpus": {"sources": [{"path": "x", "language": "wol_Latn", "format": "docx"}]}}, [],
          r"corpus.sources\[0\].format"),
+        ({"publish": {"license": "Apache-2.0"}}, [], r"publish.license must be a Hub licence id in lower case"),
     ],
 )
 def test_config_errors_name_the_key(data, overrides, message):
