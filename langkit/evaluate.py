@@ -466,7 +466,7 @@ def import_ratings(sheet_csv: str | Path, key_csv: str | Path) -> dict[str, Any]
     """Read a filled-in ``human_eval.csv`` or ``human_eval.xlsx`` with its key; mean adequacy and fluency per
     system and direction.
 
-    Returns ``{"items", "rated", "blank", "missing", "systems": {system: {direction: {"n", "rated",
+    Returns ``{"items", "rated", "blank", "missing", "missing_ids", "systems": {system: {direction: {"n", "rated",
     "blank", "adequacy", "fluency"}}}}``: a row with both ratings empty is counted as ``blank``; a key item
     absent from the sheet as ``missing``; means are over rated rows (None when none is). Raises
     :class:`RatingsError` naming file and line for a file that is not UTF-8, a rating that is not a whole
@@ -538,11 +538,12 @@ def import_ratings(sheet_csv: str | Path, key_csv: str | Path) -> dict[str, Any]
         }
     rated = sum(c["rated"] for c in cells.values())
     blank = sum(c["blank"] for c in cells.values())
-    missing = len(key) - len(seen)
-    if missing:
-        log.warning("%s: %d item(s) of %s are not in the sheet", sheet_path, missing, key_path)
-    return {"sheet": str(sheet_path), "items": len(seen), "rated": rated, "blank": blank, "missing": missing,
-            "systems": systems}
+    missing_ids = [item_id for item_id in key if item_id not in seen]
+    if missing_ids:
+        log.warning("%s: %d item(s) of %s are not in the sheet (%s%s)", sheet_path, len(missing_ids), key_path,
+                    ", ".join(missing_ids[:5]), ", ..." if len(missing_ids) > 5 else "")
+    return {"sheet": str(sheet_path), "items": len(seen), "rated": rated, "blank": blank,
+            "missing": len(missing_ids), "missing_ids": missing_ids, "systems": systems}
 
 
 # --------------------------------------------------------------------------------------------------

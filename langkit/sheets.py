@@ -124,19 +124,23 @@ def _read_xlsx(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
     from openpyxl import load_workbook
 
     try:
-        workbook = load_workbook(path, read_only=True, data_only=True)
+        # Values as last computed, and the formulas: a formula that no spreadsheet program computed (a file
+        # written by a script) has no value, and must read as its formula, not as an empty cell.
+        workbooks = [load_workbook(path, read_only=True, data_only=data_only) for data_only in (True, False)]
     except (BadZipFile, KeyError, OSError) as err:
         raise SheetError(f"{path}: not an XLSX workbook ({err}); save it again as Excel Workbook (.xlsx)") from None
     try:
-        sheet = workbook.worksheets[0]
-        rows = sheet.iter_rows(values_only=True)
-        header = [_cell_text(v).strip() for v in next(rows, ())]
+        values, formulas = (workbook.worksheets[0].iter_rows(values_only=True) for workbook in workbooks)
+        header = [_cell_text(v).strip() for v in next(values, ())]
+        next(formulas, None)
         while header and not header[-1]:
             header.pop()  # empty columns that the program kept to the right
         out = []
-        for number, values in enumerate(rows, start=2):
-            cells = [_cell_text(v) for v in values] + [""] * max(0, len(header) - len(values))
+        for number, (row, written) in enumerate(zip(values, formulas, strict=False), start=2):
+            cells = [_cell_text(v if v is not None else f) for v, f in zip(row, written, strict=False)]
+            cells += [""] * max(0, len(header) - len(cells))
             out.append((number, dict(zip(header, cells[: len(header)], strict=True))))
         return header, out
     finally:
-        workbook.close()
+        for workbook in workbooks:
+            workbook.close()

@@ -289,6 +289,11 @@ def test_human_eval_xlsx_is_the_same_sheet_and_reads_back_like_the_csv(tmp_path)
     workbook.save(filled_xlsx)
     with pytest.raises(RatingsError, match=r"filled.xlsx, line 4: adequacy must be from 1 to 5, got 7"):
         import_ratings(filled_xlsx, key)
+    # A formula that no spreadsheet program computed (the file saved by a script) is not read as blank.
+    workbook["ratings"]["E4"] = "=2+2"
+    workbook.save(filled_xlsx)
+    with pytest.raises(RatingsError, match=r"filled.xlsx, line 4: adequacy must be a whole number .* got '=2\+2'"):
+        import_ratings(filled_xlsx, key)
     filled_xlsx.write_bytes(filled_csv.read_bytes())  # a CSV saved under the wrong name
     with pytest.raises(RatingsError, match=r"filled.xlsx: not an XLSX workbook"):
         import_ratings(filled_xlsx, key)
@@ -361,6 +366,13 @@ def test_import_ratings_means_blanks_and_errors(tmp_path):
     _fill(sheet, key, filled, lambda k: ("3", "" if k["item_id"] == bad_item else "3"))
     with pytest.raises(RatingsError, match="line 6: fluency is empty"):
         import_ratings(filled, key)
+
+    # Rows the judge deleted are counted and named.
+    _fill(sheet, key, filled, lambda k: ("3", "3"))
+    kept = [line for line in filled.read_text("utf-8").splitlines() if rows[2]["item_id"] not in line]
+    filled.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    result = import_ratings(filled, key)
+    assert (result["items"], result["missing"], result["missing_ids"]) == (11, 1, [rows[2]["item_id"]])
 
 
 def test_import_ratings_names_every_rejected_row(tmp_path):
