@@ -720,7 +720,8 @@ def push_release(
     tag: str = "",
     commit_message: str = DEFAULT_COMMIT_MESSAGE,
 ) -> str:
-    """Verify a release, then make the Hub repository ``repo_id`` hold exactly its files, in one commit.
+    """Verify a release, then make the Hub repository ``repo_id`` hold exactly its files, in one commit on
+    top of the branch as it was when the push began (a push made meanwhile by someone else is not overwritten).
 
     Creates the repository if needed (``private`` applies only then; a private push into an existing
     public repository is refused), uploads the folder, deletes remote files the release no longer has
@@ -748,14 +749,24 @@ def push_release(
     # check the tag before uploading, so that a refused tag leaves the branch as it was
     if tag:
         _check_tag(api, repo_id, tag, release_dir / MANIFEST_NAME)
-    info = api.upload_folder(
-        repo_id=repo_id,
-        repo_type="model",
-        folder_path=release_dir,
-        commit_message=commit_message,
-        delete_patterns="*",  # the repository mirrors the release: stale files would fail verification
-        ignore_patterns=[".cache", ".cache/*"],
-    )
+    # The commit must land on the branch as it is now: if someone else pushes meanwhile, the Hub refuses it
+    # (412) instead of this push deleting their files from a stale listing.
+    head = api.model_info(repo_id).sha
+    try:
+        info = api.upload_folder(
+            repo_id=repo_id,
+            repo_type="model",
+            folder_path=release_dir,
+            commit_message=commit_message,
+            delete_patterns="*",  # the repository mirrors the release: stale files would fail verification
+            ignore_patterns=[".cache", ".cache/*"],
+            parent_commit=head,
+        )
+    except HfHubHTTPError as err:
+        if err.response is None or err.response.status_code != 412:
+            raise
+        raise PublishError(f"{repo_id} changed while this release was being pushed (another push since commit "
+                           f"{head}): nothing was committed; check what is there, then push again") from None
     if not isinstance(info, CommitInfo):  # pragma: no cover - only with run_as_future=True
         raise PublishError(f"unexpected answer from upload_folder: {info!r}")
     commit = str(info.oid)

@@ -423,6 +423,31 @@ def test_private_push_refuses_an_existing_public_repo(tmp_path: Path, hub_server
                         private=True) == commit
 
 
+def test_push_does_not_overwrite_a_push_made_meanwhile(tmp_path: Path, hub_server: HubServer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import HfApi
+
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)
+    real = HfApi.upload_folder
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "NOTES.md").write_text("a colleague's push\n", encoding="utf-8")
+
+    def colleague_first(self: HfApi, **kwargs: object) -> object:
+        monkeypatch.setattr(HfApi, "upload_folder", real)
+        real(self, repo_id=REPO, repo_type="model", folder_path=theirs, commit_message="colleague")
+        return real(self, **kwargs)  # ours, now on top of a branch that moved
+
+    monkeypatch.setattr(HfApi, "upload_folder", colleague_first)
+    run_dir.report.unlink()
+    with pytest.raises(PublishError, match=r"changed while this release was being pushed.*nothing was committed"):
+        push_release(build_release(run_dir, cfg), REPO, endpoint=hub_server.endpoint, token=hub_server.token)
+    remote = hub_server.files(REPO)
+    assert "NOTES.md" in remote and "eval_report.json" in remote  # their file kept, our deletion not applied
+
+
 def test_interrupted_download_leaves_nothing_and_can_be_rerun(tmp_path: Path, hub_server: HubServer,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
