@@ -357,7 +357,10 @@ class Translation:
     test_id: str
     source: str
     output: str
+    """As the model wrote it (what the judges see)."""
     reference: str
+    scored: str = ""
+    """The output as scored: normalized like the reference (the paired test compares these)."""
 
 
 def write_human_eval(translations: Sequence[Translation], out_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
@@ -455,6 +458,11 @@ def _rating(path: Path, line: int, column: str, value: str | None) -> int | None
     return rating
 
 
+def _blank(row: dict[str, str]) -> bool:
+    """A row with nothing in it (spreadsheets leave them at the end, or between rows)."""
+    return not any(value.strip() for value in row.values())
+
+
 def _read(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     try:
         return read_sheet(path)
@@ -480,7 +488,7 @@ def import_ratings(sheet_csv: str | Path, key_csv: str | Path) -> dict[str, Any]
     key_lines: dict[str, int] = {}
     for line, row in key_rows:
         item_id = (row.get("item_id") or "").strip()
-        if not item_id and not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+        if _blank(row):
             continue  # an empty row, if the key went through a spreadsheet too
         if item_id in key:  # the later row would silently take over the earlier one's ratings
             raise RatingsError(f"{key_path}, line {line}: item_id {item_id!r} repeats line {key_lines[item_id]}")
@@ -496,7 +504,7 @@ def import_ratings(sheet_csv: str | Path, key_csv: str | Path) -> dict[str, Any]
     rejected: list[str] = []  # every bad row, so that one round of fixes is enough
     for line, row in rows:
         item_id = (row.get("item_id") or "").strip()
-        if not item_id and not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+        if _blank(row):
             continue  # an empty line a spreadsheet left at the end
         if item_id not in key:
             rejected.append(f"{sheet_path}, line {line}: item_id {item_id!r} is not in {key_path}"
@@ -632,8 +640,8 @@ def evaluate_system(
                  ", ".join(f"{k} {v['score']:.2f}" for k, v in metrics.items()))
         results.append({"system": system, "direction": d.name, "source_language": d.source_language,
                         "target_language": d.target_language, "n": len(hyps), "metrics": metrics})
-        translations += [Translation(system, d.name, d.source_language, d.target_language, i, s, h, r)
-                         for i, s, h, r in zip(d.test_ids, d.sources, hyps, d.references, strict=True)]
+        translations += [Translation(system, d.name, d.source_language, d.target_language, i, s, h, r, scored=c)
+                         for i, s, h, r, c in zip(d.test_ids, d.sources, hyps, d.references, scored, strict=True)]
     return results, translations
 
 
@@ -746,13 +754,13 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
         del model, tokenizer  # one system in memory at a time
         gc.collect()
 
-    # langkit against the base model on the same segments, direction by direction (as scored: .hyp files).
+    # langkit against the base model on the same segments, direction by direction (the outputs as scored).
     paired = []
     if cfg.eval.compare_base and task.bootstrap > 1:
         for d in directions:
             if len(d.references) < 2:
                 continue  # one segment: every resample is the same
-            base, langkit = ((out_dir / "outputs" / f"{system}.{d.name}.hyp").read_text("utf-8").split("\n")[:-1]
+            base, langkit = ([t.scored for t in translations if t.system == system and t.direction == d.name]
                              for system in ("base", "langkit"))
             paired.append({"direction": d.name, "baseline_system": "base", "compared_system": "langkit",
                            **paired_test(base, langkit, d.references, n_samples=task.bootstrap)})

@@ -61,7 +61,7 @@ DEFAULT_COMMIT_MESSAGE = "Upload langkit release"
 # repository has one) and the .cache/ folder snapshot_download(local_dir=...) keeps its metadata in.
 _UNLISTED_FILES = (".gitattributes",)
 _UNLISTED_DIRS = (".cache",)
-_DOWNLOAD_DIR = ".langkit-download"  # inside an existing empty folder, while a download is verified
+_DOWNLOAD_NAME = "download"  # temp_dir's folder for it (.tmp-download) lies inside an existing empty out_dir
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _RESTRICTED_TERMS = ("non-commercial", "no-redistribution")  # corpus sources' redistribution terms
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -741,17 +741,18 @@ def push_release(
 
     api = HfApi(endpoint=endpoint, token=token)
     url = api.create_repo(repo_id, repo_type="model", private=True if private else None, exist_ok=True)
+    # The branch as it is now: the commit must land on it, so that if someone else pushes meanwhile the Hub
+    # refuses it (412) instead of this push deleting their files from a stale listing.
+    repo = api.model_info(repo_id)
     # create_repo(exist_ok=True) leaves an existing repository as it is: never upload a release meant to
     # stay private into a public one
-    if private and api.model_info(repo_id).private is not True:
+    if private and repo.private is not True:
         raise PublishError(f"{repo_id} already exists and is public, but a private push was asked for: nothing "
                            "was uploaded (make the repository private on the Hub, or push without private)")
     # check the tag before uploading, so that a refused tag leaves the branch as it was
     if tag:
         _check_tag(api, repo_id, tag, release_dir / MANIFEST_NAME)
-    # The commit must land on the branch as it is now: if someone else pushes meanwhile, the Hub refuses it
-    # (412) instead of this push deleting their files from a stale listing.
-    head = api.model_info(repo_id).sha
+    head = repo.sha
     try:
         info = api.upload_folder(
             repo_id=repo_id,
@@ -802,21 +803,18 @@ def download_release(
     The files land in a hidden folder and are moved into ``out_dir`` only once verified: a download that
     fails, does not verify or is interrupted (an error, Ctrl-C) keeps nothing, so it can simply be run
     again. (A killed process leaves the hidden folder, ``.tmp-NAME`` beside a new ``out_dir`` or
-    ``.langkit-download`` inside an existing empty one; the next download there clears it.)"""
+    ``.tmp-download`` inside an existing empty one; the next download there clears it.)"""
     from huggingface_hub import snapshot_download
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(p.name != _DOWNLOAD_DIR for p in out_dir.iterdir())):
+    if out_dir.exists() and (not out_dir.is_dir() or any(p.name != f".tmp-{_DOWNLOAD_NAME}" for p in out_dir.iterdir())):
         raise PublishError(f"{out_dir} exists and is not an empty folder: download a release into a new "
                            "folder (files left from another release would fail verification)")
     _refuse_offline(f"download {repo_id}")
     where = f"{repo_id}@{revision or 'main'}"
     # An existing empty folder (maybe a mount point, or ".") is filled in place; a new one is renamed in whole.
     existing = out_dir.is_dir()
-    tmp = out_dir / _DOWNLOAD_DIR if existing else temp_dir(out_dir)
-    if existing:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+    tmp = temp_dir(out_dir / _DOWNLOAD_NAME if existing else out_dir)
     try:
         snapshot_download(repo_id, repo_type="model", revision=revision, local_dir=tmp,
                           endpoint=endpoint, token=token)

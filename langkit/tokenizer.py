@@ -437,6 +437,7 @@ SENTENCEPIECE_VOCAB_SIZE = 8000
 """Least vocabulary of the per-language SentencePiece model in ``mode="sentencepiece"`` (with a budget of
 1,000, the units of an 8,000-piece model gave 0.3-0.6 point more cut than a 1,000-piece one)."""
 
+
 def word_count_discount(counts: Iterable[int]) -> float:
     """What to subtract from a word's count when its own token is weighed against a pair merge: a word
     seen c times in training recurs less often in new text than c says (absolute discounting, as in n-gram
@@ -1003,13 +1004,13 @@ def extend_with_config(
 
     Next to the tokenizer, ``extension.json`` records how it was made, so that it can be made again: the
     settings, the new tokens by the share that paid for them, each language's lines and a digest of the
-    (normalized) text it learned from,
-    and the ``sources`` files ((language, path) pairs) with their SHA-256."""
+    (normalized) text it learned from, and the ``sources`` files ((language, path) pairs) with their SHA-256."""
     started = time.perf_counter()
     if config.normalize:
         texts = {lang: normalize_lines(lines, lang, normalize_config) for lang, lines in texts.items()}
     guard = (PivotGuard.build(tokenizer, top_n=config.pivot_guard_words, tolerance=config.pivot_guard_tolerance)
              if config.pivot_guard else None)
+
     def describe(new_tokens: list[NewToken]) -> dict[str, Any]:
         learned = Counter(t.language for t in new_tokens)
         return {

@@ -101,6 +101,14 @@ def make_run(root: Path, *, with_report: bool = True, chrf: float = 23.41) -> tu
     return run_dir, cfg
 
 
+def pushed_run(tmp_path: Path, hub_server: HubServer) -> tuple[RunDir, RunConfig, Path]:
+    """A run directory, its release, and that release pushed to REPO on the test server."""
+    run_dir, cfg = make_run(tmp_path / "run")
+    release = build_release(run_dir, cfg)
+    push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)
+    return run_dir, cfg, release
+
+
 def files_of(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -405,9 +413,7 @@ def test_push_download_round_trip(tmp_path: Path, hub_server: HubServer, monkeyp
 
 
 def test_private_push_refuses_an_existing_public_repo(tmp_path: Path, hub_server: HubServer) -> None:
-    run_dir, cfg = make_run(tmp_path / "run")
-    release = build_release(run_dir, cfg)
-    push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)  # public
+    run_dir, cfg, release = pushed_run(tmp_path, hub_server)  # public
     before = hub_server.history(REPO)[0].oid
     (run_dir.adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
     release = build_release(run_dir, cfg)
@@ -427,9 +433,7 @@ def test_push_does_not_overwrite_a_push_made_meanwhile(tmp_path: Path, hub_serve
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import HfApi
 
-    run_dir, cfg = make_run(tmp_path / "run")
-    release = build_release(run_dir, cfg)
-    push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)
+    run_dir, cfg, release = pushed_run(tmp_path, hub_server)
     real = HfApi.upload_folder
     theirs = tmp_path / "theirs"
     theirs.mkdir()
@@ -452,9 +456,7 @@ def test_interrupted_download_leaves_nothing_and_can_be_rerun(tmp_path: Path, hu
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub
 
-    run_dir, cfg = make_run(tmp_path / "run")
-    release = build_release(run_dir, cfg)
-    push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)
+    run_dir, cfg, release = pushed_run(tmp_path, hub_server)
     real = huggingface_hub.snapshot_download
 
     def interrupted(*args: object, **kwargs: object) -> str:
@@ -481,7 +483,7 @@ def test_interrupted_download_leaves_nothing_and_can_be_rerun(tmp_path: Path, hu
         assert report.ok and report.path == folder
         assert {p: d for p, d in files_of(folder).items() if not p.startswith(".")} == files_of(release)
         assert inode is None or folder.stat().st_ino == inode  # the existing folder itself was kept
-    assert not (mount / ".langkit-download").exists()
+    assert not (mount / ".tmp-download").exists()
 
 
 def test_push_refuses_a_broken_release(tmp_path: Path, hub_server: HubServer) -> None:
@@ -499,9 +501,7 @@ def test_push_refuses_a_broken_release(tmp_path: Path, hub_server: HubServer) ->
 
 
 def test_download_catches_a_file_altered_on_the_hub(tmp_path: Path, hub_server: HubServer) -> None:
-    run_dir, cfg = make_run(tmp_path / "run")
-    release = build_release(run_dir, cfg)
-    push_release(release, REPO, endpoint=hub_server.endpoint, token=hub_server.token)
+    run_dir, cfg, release = pushed_run(tmp_path, hub_server)
     # rewrite one file behind the manifest's back, as a compromised mirror would
     repo = hub_server.repos[("model", REPO)]
     head = repo.commits[repo.branches["main"]]
