@@ -1,0 +1,97 @@
+"""Building the release folder from a run directory."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+from langkit.config import RunConfig, save_config
+from langkit.publish.card import _gather, _model_card
+from langkit.publish.manifest import (
+    CARD_NAME,
+    CONFIG_NAME,
+    EVAL_REPORT_NAME,
+    NEW_TOKENS_NAME,
+    TOKENIZER_DIR,
+    PublishError,
+    write_manifest,
+)
+from langkit.rundir import RunDir
+from langkit.utils import atomic_write_text, get_logger, replace_dir, sha256_file, temp_dir
+
+log = get_logger("publish")
+
+
+def _shareable_config(cfg: RunConfig) -> RunConfig:
+    """The resolved config with local source files named by file name only: their absolute paths
+    (home folders, user names) mean nothing to others and are not for publishing."""
+    shared = copy.deepcopy(cfg)
+    for source in shared.corpus.sources:
+        if source.format != "hf":
+            source.path = Path(source.path).name
+            if source.pivot_path:
+                source.pivot_path = Path(source.pivot_path).name
+    return shared
+
+
+def _check_report_is_current(run_dir: RunDir, report: dict[str, Any] | None) -> None:
+    """Refuse to publish scores that another adapter or tokenizer earned (train or tokenizer rerun after
+    eval): the card would show them as this adapter's. The report records what it scored by SHA-256."""
+    if report is None:
+        return
+    for key, path, stage in (("adapter_sha256", run_dir.adapter_weights, "train"),
+                             ("tokenizer_sha256", run_dir.tokenizer_file, "tokenizer")):
+        scored = report.get(key)
+        if scored is None:
+            log.warning("%s does not record %s (made by an older langkit): cannot check that it scored %s",
+                        run_dir.report, key, path)
+        elif scored != sha256_file(path):
+            raise PublishError(f"{run_dir.report} scored another {path.name} than {path} holds now (the {stage} "
+                               "stage ran again after eval): rerun the eval stage before publishing")
+
+
+def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
+    """Assemble ``run_dir.release`` (adapter, tokenizer, new tokens, eval report, config, model card,
+    manifest). It is built beside the old one and swapped in, so a rebuild replaces it cleanly."""
+    adapter = run_dir.require(run_dir.adapter, "train")
+    tokenizer = run_dir.require(run_dir.tokenizer, "tokenizer")
+    new_tokens = run_dir.require(run_dir.new_tokens, "tokenizer")
+    if not (adapter / "adapter_config.json").is_file():
+        raise PublishError(f"{adapter} has no adapter_config.json: it is not a PEFT adapter folder "
+                           "(rerun the train stage)")
+    # without its weights the release would build and verify, and be useless: refuse it here
+    if not run_dir.adapter_weights.is_file():
+        raise PublishError(f"{adapter} has no {run_dir.adapter_weights.name}: the adapter's weights are missing "
+                           "(rerun the train stage)")
+    if not run_dir.tokenizer_file.is_file():
+        raise PublishError(f"{tokenizer} has no {run_dir.tokenizer_file.name}: the extended tokenizer is missing "
+                           "(rerun the tokenizer stage)")
+    facts = _gather(run_dir)
+    _check_report_is_current(run_dir, facts.report)
+
+    run_dir.root.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir(run_dir.release)
+    try:
+        for item in sorted(adapter.iterdir()):
+            if item.name == CARD_NAME:
+                continue  # PEFT writes a placeholder card there; ours replaces it
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name)
+            else:
+                shutil.copyfile(item, tmp / item.name)
+        shutil.copytree(tokenizer, tmp / TOKENIZER_DIR)
+        shutil.copyfile(new_tokens, tmp / NEW_TOKENS_NAME)
+        if facts.report is not None:
+            shutil.copyfile(run_dir.report, tmp / EVAL_REPORT_NAME)
+        save_config(_shareable_config(cfg), tmp / CONFIG_NAME)
+        atomic_write_text(tmp / CARD_NAME, str(_model_card(cfg, facts)))
+        manifest = write_manifest(tmp)
+        replace_dir(tmp, run_dir.release)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(entry["size"] for entry in manifest["files"].values())
+    log.info("release: %d files, %.1f MB in %s", len(manifest["files"]), size / 1e6, run_dir.release)
+    return run_dir.release

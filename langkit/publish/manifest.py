@@ -1,0 +1,155 @@
+"""The release's own check: ``manifest.json`` lists the SHA-256 and size of every file, and
+:func:`verify_release` recomputes them. Also the names of a release's files and the errors of this stage."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from langkit.utils import get_logger, read_json, sha256_file, write_json
+
+log = get_logger("publish")
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "langkit-manifest/1"
+CARD_NAME = "README.md"
+CONFIG_NAME = "langkit_config.yaml"
+EVAL_REPORT_NAME = "eval_report.json"
+NEW_TOKENS_NAME = "new_tokens.json"
+TOKENIZER_DIR = "tokenizer"
+
+# Files a release may hold that its manifest does not list: the Hub's own .gitattributes (every Hub
+# repository has one) and the .cache/ folder snapshot_download(local_dir=...) keeps its metadata in.
+_UNLISTED_FILES = (".gitattributes",)
+_UNLISTED_DIRS = (".cache",)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class PublishError(RuntimeError):
+    """A release cannot be built, pushed or downloaded as asked."""
+
+
+class ManifestError(PublishError):
+    """A folder has no readable langkit manifest."""
+
+
+class VerificationError(PublishError):
+    """A release does not match its manifest; ``report`` says how."""
+
+    def __init__(self, message: str, report: VerifyReport):
+        super().__init__(message)
+        self.report = report
+
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of checking a release folder against its ``manifest.json``."""
+
+    ok: bool
+    missing: list[str] = field(default_factory=list)
+    """Listed in the manifest, absent from the folder."""
+    mismatched: list[str] = field(default_factory=list)
+    """Present, but with another size or SHA-256 than the manifest says."""
+    unexpected: list[str] = field(default_factory=list)
+    """In the folder, not in the manifest (``.gitattributes`` and ``.cache/`` excepted)."""
+    path: Path = Path(".")
+    checked: int = 0
+    """Number of files the manifest lists."""
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"OK: {self.checked} files match the manifest of {self.path}"
+        problems = []
+        for name, paths in (("missing", self.missing), ("mismatched", self.mismatched),
+                            ("unexpected", self.unexpected)):
+            if paths:
+                shown = ", ".join(paths[:10]) + (f", ... ({len(paths) - 10} more)" if len(paths) > 10 else "")
+                problems.append(f"{len(paths)} {name} ({shown})")
+        return f"FAILED: {self.path} does not match its manifest: {'; '.join(problems)}"
+
+
+def _is_unlisted(rel: PurePosixPath) -> bool:
+    return rel.as_posix() in _UNLISTED_FILES or rel.parts[0] in _UNLISTED_DIRS
+
+
+def _release_files(root: Path) -> list[str]:
+    """Every file under ``root`` as a relative POSIX path, except the manifest and the Hub's extras."""
+    files = []
+    for path in root.rglob("*"):
+        if path.is_file():
+            rel = PurePosixPath(path.relative_to(root).as_posix())
+            if rel.as_posix() != MANIFEST_NAME and not _is_unlisted(rel):
+                files.append(rel.as_posix())
+    return sorted(files)
+
+
+def write_manifest(release_dir: Path) -> dict[str, Any]:
+    """Write ``manifest.json``: SHA-256 and size of every other file of the release, sorted by path."""
+    release_dir = Path(release_dir)
+    files = {}
+    for rel in _release_files(release_dir):
+        path = release_dir / rel
+        files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    manifest = {"format": MANIFEST_FORMAT, "algorithm": "sha256", "files": files}
+    write_json(release_dir / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def read_manifest(release_dir: Path) -> dict[str, dict[str, Any]]:
+    """The ``files`` table of a release's manifest, checked; :class:`ManifestError` if absent or malformed."""
+    path = Path(release_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{path} not found: {release_dir} is not a langkit release "
+                            "(build one with `langkit publish build`)")
+    try:
+        manifest = read_json(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{path} is not valid JSON: {err}") from None
+
+    def bad(why: str) -> ManifestError:
+        return ManifestError(f"{path} is malformed: {why}")
+
+    if not isinstance(manifest, dict):
+        raise bad("expected a JSON object")
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise bad(f"format is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    if manifest.get("algorithm") != "sha256":
+        raise bad(f"algorithm is {manifest.get('algorithm')!r}, expected 'sha256'")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise bad("'files' must map relative paths to {sha256, size}")
+    for rel, entry in files.items():
+        pure = PurePosixPath(rel)
+        if not rel or pure.is_absolute() or ".." in pure.parts or "\\" in rel or rel == MANIFEST_NAME:
+            raise bad(f"file path {rel!r} must be relative, inside the release, and not the manifest")
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or not _SHA256.fullmatch(entry["sha256"])
+                or not isinstance(entry.get("size"), int) or isinstance(entry["size"], bool) or entry["size"] < 0):
+            raise bad(f"entry of {rel!r} must be {{'sha256': 64 lowercase hex digits, 'size': bytes >= 0}}")
+    return files
+
+
+def verify_release(path: Path) -> VerifyReport:
+    """Recompute every checksum of a release folder and compare with its manifest.
+
+    Raises :class:`ManifestError` when there is no readable manifest; otherwise returns a report
+    (``report.ok`` is False when any file is missing, altered, or not listed).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise ManifestError(f"{root} is not a folder")
+    listed = read_manifest(root)
+    report = VerifyReport(ok=False, path=root, checked=len(listed))
+    for rel in sorted(listed):
+        file = root / rel
+        if not file.is_file():
+            report.missing.append(rel)
+        elif file.stat().st_size != listed[rel]["size"] or sha256_file(file) != listed[rel]["sha256"]:
+            report.mismatched.append(rel)
+    report.unexpected = [rel for rel in _release_files(root) if rel not in listed]
+    report.ok = not (report.missing or report.mismatched or report.unexpected)
+    log.debug(report.summary())
+    return report
