@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from langkit import evaluate
+from langkit.evaluate import stage
 from langkit.config import RunConfig
 from langkit.evaluate import (
     KEY_COLUMNS,
@@ -506,7 +507,7 @@ def test_outputs_are_scored_as_the_references_were_normalized(tmp_path, monkeypa
     references = ["Waaw, dafa jëkk ci kër gi.", "Mu ne ma: 'Ñëwal!'"]
     written = ["Waaw, dafa je\u0308kk ci kër gi.", "Mu ne ma: \u2018Ñëwal!\u2019"]
     assert all(normalize_text(w, "wol_Latn")[0] == r for w, r in zip(written, references, strict=True))
-    monkeypatch.setattr(evaluate, "translate", lambda *a, **k: list(written))
+    monkeypatch.setattr("langkit.evaluate.stage.translate", lambda *a, **k: list(written))
     direction = Direction("fra_Latn", "wol_Latn", ["t-0", "t-1"], ["Oui, il est arrivé le premier à la maison.", "Il m'a dit : « Viens ! »"], references)
     task = Task(metrics=("chrf++",), bootstrap=0)
 
@@ -527,11 +528,11 @@ def test_outputs_are_scored_as_the_references_were_normalized(tmp_path, monkeypa
 def test_outputs_are_normalized_with_the_settings_the_corpus_was_built_with(tmp_path):
     # The references were normalized when the corpus was built: its recorded settings win over the config's.
     run_dir, cfg = RunDir(tmp_path / "run"), RunConfig()
-    assert evaluate._corpus_normalization(run_dir, cfg) is cfg.corpus.normalize  # no corpus stats: the config
+    assert stage._corpus_normalization(run_dir, cfg) is cfg.corpus.normalize  # no corpus stats: the config
     run_dir.corpus.mkdir(parents=True)
     recorded = {**dataclasses.asdict(cfg.corpus.normalize), "unify_apostrophes": False, "a_later_switch": True}
     (run_dir.corpus / "stats.json").write_text(json.dumps({"steps": {"normalize": recorded}}), encoding="utf-8")
-    used = evaluate._corpus_normalization(run_dir, cfg)
+    used = stage._corpus_normalization(run_dir, cfg)
     assert used.unify_apostrophes is False and cfg.corpus.normalize.unify_apostrophes is True
 
 
