@@ -55,3 +55,15 @@ def extended_tokenizer(base_tokenizer, tmp_path_factory):
     out = tmp_path_factory.mktemp("extended_tokenizer")
     tokenizer, new_tokens = extend_tokenizer(base_tokenizer, SAMPLE_TEXT, budget=40, out_dir=out, min_frequency=2)
     return tokenizer, new_tokens, out
+
+
+@pytest.fixture(scope="session")
+def tiny_server(base_tokenizer, tmp_path_factory):
+    """A real OpenAI-compatible server (transformers serve, CPU, loopback) on the tiny gpt-oss model with the
+    base tokenizer and the harmony chat template; its ``model`` is the served folder. Stopped at the end."""
+    from langkit.models import build_random_model
+    from langkit.serve import start_server, write_servable
+
+    folder = write_servable(build_random_model("tiny"), base_tokenizer, tmp_path_factory.mktemp("served") / "model")
+    with start_server(folder, startup_timeout=300) as server:
+        yield server
