@@ -15,9 +15,9 @@ the backward pass recomputes each block's probabilities from it (the FlashAttent
 layer is O(L * c), not O(L²). Everything is plain PyTorch, the same on CPU and GPU.
 
 Why not ``scaled_dot_product_attention`` + an LSE rescale: SDPA does not return the log-sum-exp on CPU
-(only private kernels do), and the gradient has to flow through the LSE too. Why not flex attention: on
-CPU it needs ``torch.compile`` (a C++ toolchain and a compile per shape) to avoid materialising the
-scores, which is a poor fit for tests and small machines.
+(only private kernels do), and the gradient has to flow through the LSE too. FlexAttention does that on a
+CUDA GPU (``train.attention: flex``, ``langkit/flex.py``), but on CPU torch 2.13 has no backward pass for
+it, and its unfused CPU forward materialises the scores: this module is the path that runs everywhere.
 
 What is masked, matching transformers' eager masks:
 
@@ -49,7 +49,8 @@ log = get_logger("attention")
 
 EAGER = "eager"
 LANGKIT_SINK = "langkit_sink"
-ATTENTION_IMPLEMENTATIONS = (EAGER, LANGKIT_SINK)
+FLEX = "flex"  # FlexAttention with sinks, langkit/flex.py
+ATTENTION_IMPLEMENTATIONS = (EAGER, LANGKIT_SINK, FLEX)
 
 # Score elements one query block may hold ([batch, heads, c, n]): 2**25 floats = 128 MiB in float32. The
 # backward pass holds about three such tensors at a time. Read at call time, so tests can shrink it.
@@ -321,5 +322,12 @@ def set_attention(model: Any, name: str) -> None:
         raise ValueError(f"unknown attention {name!r}; known: {', '.join(ATTENTION_IMPLEMENTATIONS)}")
     if name == LANGKIT_SINK:
         register()
+    elif name == FLEX:
+        from langkit import flex
+
+        flex.register()
+        # Not transformers' own "flex_attention": its block masks come from a builder that gpt-oss gives no
+        # position ids, so packed examples would see each other.
+        name = flex.IMPLEMENTATION
     model.set_attn_implementation(name)
     log.debug("attention implementation: %s", name)
