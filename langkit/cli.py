@@ -26,6 +26,10 @@ def _load(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, args.overrides)
 
 
+EVAL_ACTIONS = ("suite", "tasks", "harness", "harness-tasks")
+"""Words after ``langkit eval`` that name an action rather than a config file."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="langkit",
@@ -100,28 +104,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-normalize", action="store_true", help="measure the text as it is, not normalized")
 
     _add_config_args(sub.add_parser("train", help="stage 3: LoRA fine-tuning of gpt-oss"))
-    p = sub.add_parser("eval", help="stage 4: translate the test split, chrF++/BLEU, human sheet")
+    p = sub.add_parser("eval", help="stage 4: translate the test split, chrF++/BLEU, human sheet; "
+                       "`langkit eval suite -h`: systems on standard benchmarks; `langkit eval tasks`: their list")
     _add_config_args(p)
     p.add_argument("--ratings", nargs="+", metavar="SHEET", default=None,
                    help="instead of evaluating: read the judges' filled-in sheets (CSV or XLSX, one per judge) "
                         "with the run's key into eval/human_ratings.json")
+
+    # `langkit eval suite|tasks|harness|harness-tasks ...`: main() routes these words to the parsers below,
+    # so that `langkit eval CONFIG --out RUN` (the pipeline stage) keeps its shape.
+    p = sub.add_parser("eval-suite", help=argparse.SUPPRESS, prog="langkit eval suite",
+                       description="Score several systems on standard test sets (FLORES-200, NTREX-128, MAFAND-MT, "
+                                   "TICO-19, or your own aligned files): chrF++, chrF, BLEU with signatures, "
+                                   "intervals and paired tests, one table.")
+    p.add_argument("--task", action="append", required=True, metavar="NAME_OR_FILE",
+                   help="benchmark name (langkit eval tasks lists them) or a task file; repeat for several")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="the test set's folder in its published layout (default: its Hub copy, if it has one)")
+    p.add_argument("--system", action="append", required=True, metavar="NAME=KIND:WHAT",
+                   help="NAME=run:RUN_DIR | NAME=hf:MODEL[,adapter=DIR][,tokenizer=DIR] | "
+                        "NAME=openai:http://HOST:PORT/v1@MODEL | NAME=file:DIR; repeat for several")
+    p.add_argument("--out", required=True, help="results folder (a rerun resumes from its cache)")
+    p.add_argument("--baseline", default="", metavar="NAME", help="system the others are tested against (default: the first)")
+    p.add_argument("--directions", default="", metavar="SRC-TGT,...",
+                   help="e.g. eng_Latn-wol_Latn,fra_Latn-wol_Latn instead of each task's defaults")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="first N segments only, to try a set-up (0: all)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for intervals and paired tests (0: none)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8, help="prompts generated together by local models")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight to an endpoint")
+    p.add_argument("--retries", type=int, default=4, help="retries of a failed endpoint request, with back-off")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds an endpoint request may take")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="local models' weights")
+    p.add_argument("--published", action="append", default=[], metavar="FILE",
+                   help="published scores to print beside (e.g. eval/published/afrobench-flores200-devtest.yaml)")
+    p = sub.add_parser("eval-tasks", help=argparse.SUPPRESS, prog="langkit eval tasks",
+                       description="List the benchmark task files (eval/*.yaml).")
 
     pub = sub.add_parser("publish", help="stage 5: release folder, push to a Hub, verify downloads")
     pub_sub = pub.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = pub_sub.add_parser("build", help="write release/ (adapter, tokenizer, model card, manifest)")
     _add_config_args(p)
     p.add_argument("--push", metavar="REPO_ID", help="also upload the release to this Hub repository")
+    p.add_argument("--sign-key", metavar="KEY.pem", default=None,
+                   help="sign the release with this private key (model.sig; overrides publish.sign_key; an "
+                        "encrypted key reads its passphrase from $LANGKIT_SIGN_PASSPHRASE or asks for it)")
+    p = pub_sub.add_parser("keygen", help="make an EC P-256 key pair to sign releases with")
+    p.add_argument("key", metavar="KEY.pem", help="private key file to create (mode 0600; never overwritten)")
+    p.add_argument("--public", metavar="PUB.pem", default=None,
+                   help="public key file to create (default KEY.pub.pem): the file to give to those who verify")
+    p.add_argument("--encrypt", action="store_true",
+                   help="encrypt the private key with a passphrase ($LANGKIT_SIGN_PASSPHRASE, or asked for)")
     p = pub_sub.add_parser("push", help="upload a release folder (HF_ENDPOINT picks the server)")
     p.add_argument("release", help="release folder")
     p.add_argument("repo_id", help="org/name")
     p.add_argument("--private", action="store_true")
     p.add_argument("--tag", default="", help="tag the pushed commit")
-    p = pub_sub.add_parser("verify", help="check a release folder against its manifest.json")
+    public_key_help = "the publisher's public key: also check model.sig (an unsigned release is refused)"
+    p = pub_sub.add_parser("verify", help="check a release folder against its manifest.json (and signature)")
     p.add_argument("release", help="release folder")
+    p.add_argument("--public-key", metavar="PUB.pem", default=None, help=public_key_help)
     p = pub_sub.add_parser("download", help="download a release from a Hub and verify it")
     p.add_argument("repo_id", help="org/name")
     p.add_argument("--out", required=True, help="destination folder")
     p.add_argument("--revision", default=None, help="branch, tag or commit")
+    p.add_argument("--public-key", metavar="PUB.pem", default=None, help=public_key_help)
+    p = pub_sub.add_parser("bundle", help="one tar file holding a release, to carry it offline")
+    p.add_argument("release", help="release folder (verified first)")
+    p.add_argument("--out", required=True, metavar="NAME.tar", help="bundle file to create")
+    p.add_argument("--public-key", metavar="PUB.pem", default=None, help="also check the signature first")
+    p = pub_sub.add_parser("unbundle", help="unpack a bundle into a folder, kept only if it verifies")
+    p.add_argument("bundle", metavar="NAME.tar", help="bundle file")
+    p.add_argument("--out", required=True, help="destination folder (new or empty)")
+    p.add_argument("--public-key", metavar="PUB.pem", default=None, help=public_key_help)
     return parser
 
 
@@ -134,11 +189,21 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def _tokenizer_stats(args: argparse.Namespace) -> None:
-    from langkit.tokenizer import compare_tokenizers, load_base_tokenizer, parse_text_args, plot_fertility
+    from langkit.tokenizer import (
+        compare_tokenizers,
+        load_base_tokenizer,
+        parse_text_args,
+        plot_fertility,
+        read_lines,
+    )
 
+    # The arguments first (files exist and are UTF-8 text), then the tokenizers, which may take a while.
+    texts = parse_text_args(args.text)
+    for _, path in texts:
+        read_lines(path)
     names = args.tokenizer or ["openai/gpt-oss-20b"]
     tokenizers = {name: load_base_tokenizer(name) for name in names}
-    rows = compare_tokenizers(tokenizers, parse_text_args(args.text), normalize=not args.no_normalize)
+    rows = compare_tokenizers(tokenizers, texts, normalize=not args.no_normalize)
     if args.plot:
         plot_fertility(rows, args.plot)
     if args.json:
@@ -253,6 +318,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # argparse stops filling a positional list once an option has come between (CONFIG --out DIR k=v),
     # so key=value overrides that follow an option arrive as unknown arguments: take them back here.
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `langkit eval suite ...` -> the hidden `eval-suite` parser (see build_parser)
+    for i, word in enumerate(argv):
+        if not word.startswith("-"):
+            if word == "eval" and i + 1 < len(argv) and argv[i + 1] in EVAL_ACTIONS:
+                argv[i : i + 2] = [f"eval-{argv[i + 1]}"]
+            break
     args, extra = parser.parse_known_args(argv)
     if extra:
         if not hasattr(args, "overrides") or any("=" not in item or item.startswith("-") for item in extra):
@@ -277,6 +349,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         stages = [s.strip() for s in args.stages.split(",") if s.strip()]
         run_dir = pipeline.run_pipeline(cfg, out, stages)
         _describe_run(run_dir.root)
+    elif args.command == "eval-suite":
+        return _eval_suite(args)
+    elif args.command == "eval-tasks":
+        _eval_tasks()
     elif args.command == "eval" and args.ratings:
         _eval_ratings(args)
     elif args.command in ("train", "eval"):
@@ -303,6 +379,45 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "publish":
         return _publish(args)
     return 0
+
+
+def _eval_suite(args: argparse.Namespace) -> int:
+    from langkit.evaluate.suite import SuiteConfig, SuiteError, run_suite
+    from langkit.evaluate.systems import GenerationSettings
+
+    for name, value in (("--limit", args.limit), ("--bootstrap", args.bootstrap)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    for name, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size),
+                        ("--concurrency", args.concurrency), ("--timeout", args.timeout)):
+        if value <= 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                  concurrency=args.concurrency, retries=args.retries, timeout=args.timeout,
+                                  dtype=args.dtype)
+    directions = [d.strip() for d in args.directions.split(",") if d.strip()]
+    try:
+        path = run_suite(SuiteConfig(tasks=args.task, systems=args.system, out=Path(args.out), data=args.data,
+                                     baseline=args.baseline, directions=directions, limit=args.limit,
+                                     bootstrap=args.bootstrap, generation=settings, published=args.published))
+    except SuiteError as err:  # a system that failed mid-run: what it finished is cached
+        print(f"langkit: {err}", file=sys.stderr)
+        return 1
+    print((path.parent / "results.md").read_text(encoding="utf-8"))
+    print(f"wrote {path.parent}: results.json, results.md, results.csv, results.png, outputs/")
+    return 0
+
+
+def _eval_tasks() -> None:
+    from langkit.evaluate.benchmarks import benchmark_files, load_benchmark
+
+    rows = []
+    for name, path in benchmark_files().items():
+        bench = load_benchmark(path)
+        rows.append({"task": name, "title": bench.title, "licence": bench.license or "-",
+                     "hub": bench.hub.get("dataset", "-") if bench.hub else "-",
+                     "directions": " ".join(d.replace("_Latn", "") for d in bench.directions)})
+    _print_table(rows, ["task", "title", "licence", "hub", "directions"])
 
 
 def _eval_ratings(args: argparse.Namespace) -> None:
@@ -336,16 +451,55 @@ def _publish_action(args: argparse.Namespace) -> int:
         cfg = _load(args)
         if args.push:
             cfg.publish.repo_id = args.push
+        if args.sign_key:
+            cfg.publish.sign_key = args.sign_key
+        if cfg.publish.sign_key and cfg.publish.sign_key != publish.THROWAWAY:
+            _ask_passphrase(Path(cfg.publish.sign_key))
         print(pipeline.run_stage("publish", cfg, args.out))
+    elif args.action == "keygen":
+        if args.encrypt and not os.environ.get(publish.PASSPHRASE_ENV):
+            _ask_passphrase(None)
+            if not os.environ.get(publish.PASSPHRASE_ENV):
+                raise publish.KeyFileError(f"--encrypt needs a passphrase: set {publish.PASSPHRASE_ENV} (or run "
+                                           "on a terminal to be asked); nothing was written")
+        pair = publish.generate_key_pair(Path(args.key), args.public,
+                                         passphrase=None if args.encrypt else b"")
+        print(f"private key: {pair.private_key} (keep it secret, readable by you only"
+              f"{', encrypted' if args.encrypt else ''})")
+        print(f"public key:  {pair.public_key} (give it to those who verify your releases)")
+        print(f"fingerprint: {pair.fingerprint}")
+        print(f"sign with:   langkit publish build CONFIG --out RUN --sign-key {pair.private_key}")
     elif args.action == "push":
         print(publish.push_release(Path(args.release), args.repo_id, private=args.private, tag=args.tag))
     elif args.action == "verify":
-        report = publish.verify_release(Path(args.release))
+        report = publish.verify_release(Path(args.release), args.public_key)
         print(report.summary())
         return 0 if report.ok else 1
     elif args.action == "download":
-        print(publish.download_release(args.repo_id, Path(args.out), revision=args.revision).summary())
+        print(publish.download_release(args.repo_id, Path(args.out), revision=args.revision,
+                                       public_key=args.public_key).summary())
+    elif args.action == "bundle":
+        print(publish.bundle_release(Path(args.release), Path(args.out), public_key=args.public_key))
+    elif args.action == "unbundle":
+        print(publish.unbundle_release(Path(args.bundle), Path(args.out), public_key=args.public_key).summary())
     return 0
+
+
+def _ask_passphrase(key: Path | None) -> None:
+    """An encrypted key's passphrase, asked for on a terminal when $LANGKIT_SIGN_PASSPHRASE is not set (never
+    an argument: other users of the machine can read those). ``key`` None: a new key's, asked twice."""
+    import getpass
+
+    from langkit import publish
+
+    if os.environ.get(publish.PASSPHRASE_ENV) or not sys.stdin.isatty():
+        return
+    if key is not None and not (key.is_file() and publish.is_encrypted_key_file(key)):
+        return
+    secret = getpass.getpass(f"passphrase for {key}: " if key else "passphrase for the new key: ")
+    if key is None and getpass.getpass("again: ") != secret:
+        raise publish.KeyFileError("the two passphrases differ: nothing was written")
+    os.environ[publish.PASSPHRASE_ENV] = secret
 
 
 if __name__ == "__main__":

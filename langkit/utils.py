@@ -40,6 +40,12 @@ def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterato
     yield from tqdm(items, desc=desc, total=total, disable=bool(quiet), leave=False)
 
 
+def progress_bar(desc: str, total: int) -> Any:
+    """A tqdm bar to ``update()`` by hand (work that reports as it goes), hidden as :func:`progress` is."""
+    quiet = not logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO) or os.environ.get("LANGKIT_NO_PROGRESS")
+    return tqdm(desc=desc, total=total, disable=bool(quiet), leave=False)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write a file so that readers see either the old content or the new, never half of it."""
     path = Path(path)

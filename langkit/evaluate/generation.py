@@ -60,6 +60,7 @@ def translate(
     max_new_tokens: int = 64,
     batch_size: int = 8,
     on_batch: Callable[[list[tuple[int, str]]], None] | None = None,
+    show_progress: bool = True,
 ) -> list[str]:
     """Greedy translations of ``texts``, one string per input, in order.
 
@@ -93,7 +94,8 @@ def translate(
     was_training = model.training
     model.eval()
     try:
-        for batch in progress(batches, desc=f"{source_language}->{target_language}", total=len(batches)):
+        for batch in (progress(batches, desc=f"{source_language}->{target_language}", total=len(batches))
+                      if show_progress else batches):
             width = max(len(prompts[i]) for i in batch)
             ids = [[pad_id] * (width - len(prompts[i])) + prompts[i] for i in batch]  # [B, width], left-padded
             mask = [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in batch]

@@ -196,16 +196,19 @@ def plot_results(report: dict[str, Any], path: Path) -> None:
         rows = [r for r in report["results"] if r["task"] == task]
         directions = list(dict.fromkeys(r["direction"] for r in rows))
         for k, system in enumerate(systems):
-            xs, heights, errors = [], [], []
+            xs, heights, below, above = [], [], [], []
             for j, d in enumerate(directions):
                 row = next((r for r in rows if r["system"] == system and r["direction"] == d), None)
                 if row is None:
                     continue
+                value = row["metrics"]["chrf++"]["score"]
                 xs.append(j + (k - (len(systems) - 1) / 2) * width)
-                heights.append(row["metrics"]["chrf++"]["score"])
-                ci = row["metrics"]["chrf++"].get("ci95")
-                errors.append(ci["half_width"] if ci else 0.0)
-            ax.bar(xs, heights, width, yerr=errors, capsize=3, label=system)
+                heights.append(value)
+                # sacrebleu's interval is around the bootstrap mean, which need not be the score itself
+                ci = row["metrics"]["chrf++"].get("ci95") or {"mean": value, "half_width": 0.0}
+                below.append(max(0.0, value - (ci["mean"] - ci["half_width"])))
+                above.append(max(0.0, ci["mean"] + ci["half_width"] - value))
+            ax.bar(xs, heights, width, yerr=[below, above], capsize=3, label=system)
         ax.set_xticks(range(len(directions)), [d.replace("_Latn", "") for d in directions], rotation=20)
         ax.set_ylabel("chrF++")
         ax.set_title(f"{task}: chrF++ with 95% bootstrap intervals")
