@@ -574,6 +574,11 @@ class PublishConfig:
     """Licence of the released adapter; gpt-oss itself is Apache-2.0."""
     tag: str = ""
     """Optional tag to put on the pushed commit (e.g. ``v0.1.0``)."""
+    sign_key: str = ""
+    """Private key (PEM, EC P-256/384/521; make one with ``langkit publish keygen``) that signs the release
+    into ``model.sig``; relative paths resolve against the config file's folder; an encrypted key reads its
+    passphrase from ``$LANGKIT_SIGN_PASSPHRASE``. ``throwaway``: a key pair made in ``RUN/signing/`` for this
+    run only (demos, tests; the card says so). Empty: the release is not signed."""
 
     def check(self, key: str) -> None:
         if self.repo_id and self.repo_id.count("/") != 1:
@@ -706,6 +711,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
             source.path = str((path.parent / source.path).resolve())
         if source.pivot_path and not Path(source.pivot_path).is_absolute():
             source.pivot_path = str((path.parent / source.pivot_path).resolve())
+    if cfg.publish.sign_key and cfg.publish.sign_key != "throwaway" and not Path(cfg.publish.sign_key).is_absolute():
+        cfg.publish.sign_key = str((path.parent / cfg.publish.sign_key).resolve())
     cfg.corpus.dedup.decontaminate_against = [
         p if Path(p).is_absolute() else str((path.parent / p).resolve())
         for p in cfg.corpus.dedup.decontaminate_against

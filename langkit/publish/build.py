@@ -16,7 +16,15 @@ from langkit.publish.manifest import (
     NEW_TOKENS_NAME,
     TOKENIZER_DIR,
     PublishError,
+    unsafe_files,
     write_manifest,
+)
+from langkit.publish.signing import (
+    THROWAWAY,
+    fingerprint_of,
+    generate_key_pair,
+    load_private_key,
+    sign_release,
 )
 from langkit.rundir import RunDir
 from langkit.utils import atomic_write_text, get_logger, replace_dir, sha256_file, temp_dir
@@ -33,7 +41,33 @@ def _shareable_config(cfg: RunConfig) -> RunConfig:
             source.path = Path(source.path).name
             if source.pivot_path:
                 source.pivot_path = Path(source.pivot_path).name
+    if shared.publish.sign_key and shared.publish.sign_key != THROWAWAY:
+        shared.publish.sign_key = Path(shared.publish.sign_key).name
     return shared
+
+
+THROWAWAY_DIR = "signing"  # RUN/signing/: the throwaway key pair of publish.sign_key: throwaway
+
+
+def _signing_key(cfg: RunConfig, run_dir: RunDir) -> tuple[Path, str, bool] | None:
+    """The private key to sign with, its public key's fingerprint, and whether it is a throwaway key made
+    for this run; None when the release is not to be signed. The key is loaded here, before any work, so
+    that a missing file or a wrong passphrase is said at once."""
+    name = cfg.publish.sign_key
+    if not name:
+        return None
+    if name == THROWAWAY:
+        path = run_dir.root / THROWAWAY_DIR / "throwaway.pem"
+        if not path.exists():
+            generate_key_pair(path, passphrase=b"")  # never encrypted: it protects nothing
+        key = load_private_key(path, b"")
+        log.warning("signing with a THROWAWAY key made for this run (%s, public key %s, fingerprint %s): the "
+                    "signature shows that the files did not change, not who published them; sign real releases "
+                    "with your own key (langkit publish keygen)", path, path.with_name("throwaway.pub.pem"),
+                    fingerprint_of(key.public_key()))
+        return path, fingerprint_of(key.public_key()), True
+    path = Path(name)
+    return path, fingerprint_of(load_private_key(path).public_key()), False
 
 
 def _check_report_is_current(run_dir: RunDir, report: dict[str, Any] | None) -> None:
@@ -54,7 +88,8 @@ def _check_report_is_current(run_dir: RunDir, report: dict[str, Any] | None) -> 
 
 def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
     """Assemble ``run_dir.release`` (adapter, tokenizer, new tokens, eval report, config, model card,
-    manifest). It is built beside the old one and swapped in, so a rebuild replaces it cleanly."""
+    manifest, and ``model.sig`` when ``publish.sign_key`` is set). It is built beside the old one and
+    swapped in, so a rebuild replaces it cleanly."""
     adapter = run_dir.require(run_dir.adapter, "train")
     tokenizer = run_dir.require(run_dir.tokenizer, "tokenizer")
     new_tokens = run_dir.require(run_dir.new_tokens, "tokenizer")
@@ -68,8 +103,17 @@ def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
     if not run_dir.tokenizer_file.is_file():
         raise PublishError(f"{tokenizer} has no {run_dir.tokenizer_file.name}: the extended tokenizer is missing "
                            "(rerun the tokenizer stage)")
+    # pickled weights run code when loaded, and links point outside the release: neither is ever published
+    refused = [f"{folder / rel}" for folder in (adapter, tokenizer) for rel in unsafe_files(folder)]
+    if refused:
+        raise PublishError(f"refusing to publish {', '.join(refused)}: a release holds no pickled files (.bin, "
+                           ".pt, .pkl...) and no links; save the adapter as safetensors (PEFT's default) and "
+                           "remove the others")
     facts = _gather(run_dir)
     _check_report_is_current(run_dir, facts.report)
+    signing = _signing_key(cfg, run_dir)
+    if signing is not None:
+        facts.signer, facts.throwaway_key = signing[1], signing[2]
 
     run_dir.root.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(run_dir.release)
@@ -88,10 +132,13 @@ def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
         save_config(_shareable_config(cfg), tmp / CONFIG_NAME)
         atomic_write_text(tmp / CARD_NAME, str(_model_card(cfg, facts)))
         manifest = write_manifest(tmp)
+        if signing is not None:
+            sign_release(tmp, signing[0], b"" if signing[2] else None)  # over every file, the manifest too
         replace_dir(tmp, run_dir.release)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     size = sum(entry["size"] for entry in manifest["files"].values())
-    log.info("release: %d files, %.1f MB in %s", len(manifest["files"]), size / 1e6, run_dir.release)
+    log.info("release: %d files, %.1f MB in %s%s", len(manifest["files"]), size / 1e6, run_dir.release,
+             f", signed by {signing[1]}" if signing else " (not signed: set publish.sign_key to sign it)")
     return run_dir.release

@@ -16,6 +16,7 @@ from langkit.publish.manifest import (
     CONFIG_NAME,
     EVAL_REPORT_NAME,
     MANIFEST_NAME,
+    SIGNATURE_NAME,
     TOKENIZER_DIR,
     PublishError,
 )
@@ -49,6 +50,10 @@ class _RunFacts:
     sources: list[dict[str, Any]]
     new_token_ids: list[int]
     n_new_tokens: int | None
+    signer: str = ""
+    """Fingerprint of the public key whose private key signs the release ("" when unsigned)."""
+    throwaway_key: bool = False
+    """The signing key was made for this run only (publish.sign_key: throwaway)."""
 
 
 def _new_token_ids(data: Any) -> tuple[list[int], int | None]:
@@ -329,19 +334,8 @@ def _card_body(cfg: RunConfig, facts: _RunFacts, base: str, languages: list[str]
     if tiny:
         lines += ["(The `tiny` base model is built by langkit in code and is not on the Hub.)", ""]
 
+    lines += _checking_section(facts, repo, title)
     lines += [
-        "## Checking the files",
-        "",
-        f"`{MANIFEST_NAME}` lists the SHA-256 and size of every file of this release. After downloading, check "
-        "that nothing was altered or lost on the way:",
-        "",
-        "```bash",
-        f"hf download {repo} --local-dir {title}",
-        f"langkit publish verify {title}",
-        "```",
-        "",
-        "or in Python, `langkit.publish.download_release(repo_id, folder)`, which downloads and verifies.",
-        "",
         "## Limitations",
         "",
         f"- The scores come from a small {_split(facts.report)} split held out from the same sources as the "
@@ -380,6 +374,62 @@ def _card_body(cfg: RunConfig, facts: _RunFacts, base: str, languages: list[str]
         lines.append("The corpus statistics were not found in the run directory.")
     lines.append("")
     return "\n".join(lines)
+
+
+def _checking_section(facts: _RunFacts, repo: str, title: str) -> list[str]:
+    """How to check a download: the manifest always; the signature and the key's fingerprint when signed."""
+    lines = ["## Checking the files", ""]
+    if not facts.signer:
+        return lines + [
+            f"`{MANIFEST_NAME}` lists the SHA-256 and size of every file of this release. After downloading, check "
+            "that nothing was altered or lost on the way:",
+            "",
+            "```bash",
+            f"hf download {repo} --local-dir {title}",
+            f"langkit publish verify {title}",
+            "```",
+            "",
+            "or in Python, `langkit.publish.download_release(repo_id, folder)`, which downloads and verifies.",
+            "",
+            "This release is **not signed**: the manifest travels with the files, so it shows that they arrived "
+            "intact, not who published them.",
+            "",
+        ]
+    lines += [
+        f"`{MANIFEST_NAME}` lists the SHA-256 and size of every file of this release, and `{SIGNATURE_NAME}` "
+        "signs them all, the manifest and this card included, with the publisher's private key (OpenSSF model "
+        "signing: a Sigstore bundle, made offline). The manifest shows that the files arrived intact; the "
+        "signature shows who published them, which the manifest alone cannot, since it travels with the files.",
+        "",
+        f"- Publisher's public key, SHA-256 fingerprint: `{facts.signer}`",
+        "",
+    ]
+    if facts.throwaway_key:
+        lines += [
+            "> **Throwaway key.** This release was signed with a key pair made for this one run (a demo or a "
+            "test). Its signature shows that the files have not changed since, not who published them.",
+            "",
+        ]
+    lines += [
+        "Get the publisher's public key (a PEM file) from the publisher through a channel you trust, not from "
+        "where you got this release, and check that its fingerprint is the one above (`langkit publish verify` "
+        "prints it; for a key file written by `langkit publish keygen` it is also what `sha256sum` prints). "
+        "Then download and check the signature and the manifest in one step (nothing is kept unless both pass):",
+        "",
+        "```bash",
+        f"langkit publish download {repo} --out {title} --public-key publisher.pub.pem",
+        "```",
+        "",
+        "or check a copy you already have, with langkit or with the model-signing package's own command, so "
+        "that you need not trust langkit to check langkit:",
+        "",
+        "```bash",
+        f"langkit publish verify {title} --public-key publisher.pub.pem",
+        f"model_signing verify key {title} --signature {title}/{SIGNATURE_NAME} --public_key publisher.pub.pem",
+        "```",
+        "",
+    ]
+    return lines
 
 
 def build_model_card(run_dir: RunDir, cfg: RunConfig) -> ModelCard:

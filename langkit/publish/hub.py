@@ -16,6 +16,7 @@ from langkit.publish.manifest import (
     VerifyReport,
     verify_release,
 )
+from langkit.publish.signing import load_public_key
 from langkit.utils import get_logger, replace_dir, sha256_file, temp_dir
 
 log = get_logger("publish")
@@ -137,6 +138,24 @@ def push_release(
     return commit
 
 
+def _download_failure(where: str, endpoint: str | None, err: Exception) -> str:
+    from huggingface_hub import constants
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    server = endpoint or constants.ENDPOINT
+    if isinstance(err, RepositoryNotFoundError):
+        what = f"{server} has no repository {where.split('@')[0]} (or it is private: set HF_TOKEN)"
+    elif isinstance(err, RevisionNotFoundError):
+        what = f"{server} has no revision {where.split('@')[1]} of {where.split('@')[0]}"
+    else:
+        # huggingface_hub wraps a refused connection in a long LocalEntryNotFoundError: name the cause
+        cause = err.__cause__ or err.__context__ or err
+        detail = " ".join(f"{type(cause).__name__}: {cause}".split())
+        what = (f"the download from {server} failed ({detail[:300]}); check that the server answers there "
+                "(HF_ENDPOINT names it), then run the same command again")
+    return f"cannot download {where}: {what}. Nothing was kept."
+
+
 def download_release(
     repo_id: str,
     out_dir: Path,
@@ -144,9 +163,11 @@ def download_release(
     revision: str | None = None,
     endpoint: str | None = None,
     token: str | None = None,
+    public_key: Path | str | None = None,
 ) -> VerifyReport:
     """Download a release (a branch, tag or commit of ``repo_id``) into a new or empty ``out_dir`` and
-    verify it against its manifest; :class:`VerificationError` if it does not match.
+    verify it against its manifest, and with ``public_key`` (the publisher's, a PEM file) against its
+    signature too; :class:`VerificationError` if it does not match, or is unsigned when a key is given.
 
     The files land in a hidden folder and are moved into ``out_dir`` only once verified: a download that
     fails, does not verify or is interrupted (an error, Ctrl-C) keeps nothing, so it can simply be run
@@ -158,15 +179,20 @@ def download_release(
     if out_dir.exists() and (not out_dir.is_dir() or any(p.name != f".tmp-{_DOWNLOAD_NAME}" for p in out_dir.iterdir())):
         raise PublishError(f"{out_dir} exists and is not an empty folder: download a release into a new "
                            "folder (files left from another release would fail verification)")
+    if public_key is not None:
+        load_public_key(public_key)  # a key that cannot be used: said before downloading anything
     _refuse_offline(f"download {repo_id}")
     where = f"{repo_id}@{revision or 'main'}"
     # An existing empty folder (maybe a mount point, or ".") is filled in place; a new one is renamed in whole.
     existing = out_dir.is_dir()
     tmp = temp_dir(out_dir / _DOWNLOAD_NAME if existing else out_dir)
     try:
-        snapshot_download(repo_id, repo_type="model", revision=revision, local_dir=tmp,
-                          endpoint=endpoint, token=token)
-        report = verify_release(tmp)
+        try:
+            snapshot_download(repo_id, repo_type="model", revision=revision, local_dir=tmp,
+                              endpoint=endpoint, token=token)
+        except Exception as err:  # unreachable server, unknown repo or revision, a file cut short
+            raise PublishError(_download_failure(where, endpoint, err)) from err
+        report = verify_release(tmp, public_key)
         report.path = out_dir  # what the summary names: the folder the user asked for
         if not report.ok:
             raise VerificationError(f"downloaded {where}, but {report.summary()}; nothing was kept", report)

@@ -19,6 +19,11 @@ CONFIG_NAME = "langkit_config.yaml"
 EVAL_REPORT_NAME = "eval_report.json"
 NEW_TOKENS_NAME = "new_tokens.json"
 TOKENIZER_DIR = "tokenizer"
+SIGNATURE_NAME = "model.sig"  # written after the manifest, so the manifest cannot list it; it signs the manifest
+# Formats that run code when loaded (Python pickles: torch.load, pickle.load, joblib). A release never holds
+# them: langkit writes safetensors and JSON only, and refuses such a file wherever it appears, listed or not,
+# without opening it.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
 # Files a release may hold that its manifest does not list: the Hub's own .gitattributes (every Hub
 # repository has one) and the .cache/ folder snapshot_download(local_dir=...) keeps its metadata in.
@@ -55,20 +60,32 @@ class VerifyReport:
     """Present, but with another size or SHA-256 than the manifest says."""
     unexpected: list[str] = field(default_factory=list)
     """In the folder, not in the manifest (``.gitattributes`` and ``.cache/`` excepted)."""
+    unsafe: list[str] = field(default_factory=list)
+    """Refused whatever the manifest says: pickled files (code runs when they are loaded) and links."""
     path: Path = Path(".")
     checked: int = 0
     """Number of files the manifest lists."""
+    public_key: Path | None = None
+    """The key the signature was checked against (None: not checked)."""
+    signer: str = ""
+    """Fingerprint of ``public_key`` when ``model.sig`` verified with it."""
+    signature_problem: str = ""
+    """Why the signature did not verify (unsigned, another key, files changed since signing)."""
 
     def summary(self) -> str:
+        signed = f", and {SIGNATURE_NAME} verifies with {self.public_key} ({self.signer})" if self.signer else ""
         if self.ok:
-            return f"OK: {self.checked} files match the manifest of {self.path}"
+            return f"OK: {self.checked} files match the manifest of {self.path}{signed}"
         problems = []
         for name, paths in (("missing", self.missing), ("mismatched", self.mismatched),
-                            ("unexpected", self.unexpected)):
+                            ("unexpected", self.unexpected), ("refused (pickle or link)", self.unsafe)):
             if paths:
                 shown = ", ".join(paths[:10]) + (f", ... ({len(paths) - 10} more)" if len(paths) > 10 else "")
                 problems.append(f"{len(paths)} {name} ({shown})")
-        return f"FAILED: {self.path} does not match its manifest: {'; '.join(problems)}"
+        manifest = (f"does not match its manifest: {'; '.join(problems)}" if problems
+                    else f"matches its manifest{signed}")
+        signature = f"; signature: {self.signature_problem}" if self.signature_problem else ""
+        return f"FAILED: {self.path} {manifest}{signature}"
 
 
 def _is_unlisted(rel: PurePosixPath) -> bool:
@@ -76,14 +93,30 @@ def _is_unlisted(rel: PurePosixPath) -> bool:
 
 
 def _release_files(root: Path) -> list[str]:
-    """Every file under ``root`` as a relative POSIX path, except the manifest and the Hub's extras."""
+    """Every file under ``root`` as a relative POSIX path, except the manifest, the signature and the Hub's
+    extras."""
     files = []
     for path in root.rglob("*"):
         if path.is_file():
             rel = PurePosixPath(path.relative_to(root).as_posix())
-            if rel.as_posix() != MANIFEST_NAME and not _is_unlisted(rel):
+            if rel.as_posix() not in (MANIFEST_NAME, SIGNATURE_NAME) and not _is_unlisted(rel):
                 files.append(rel.as_posix())
     return sorted(files)
+
+
+def is_pickle(name: str) -> bool:
+    return name.lower().endswith(PICKLE_SUFFIXES)
+
+
+def unsafe_files(root: Path) -> list[str]:
+    """Pickled files and links under ``root`` (``.cache/`` included: nothing there is ever loaded either,
+    but nothing there should be a link), by relative path; they are named, never opened."""
+    found = []
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink() or (path.is_file() and is_pickle(path.name)):
+            found.append(rel)
+    return sorted(found)
 
 
 def write_manifest(release_dir: Path) -> dict[str, Any]:
@@ -132,13 +165,21 @@ def read_manifest(release_dir: Path) -> dict[str, dict[str, Any]]:
     return files
 
 
-def verify_release(path: Path) -> VerifyReport:
-    """Recompute every checksum of a release folder and compare with its manifest.
+def verify_release(path: Path, public_key: Path | str | None = None) -> VerifyReport:
+    """Recompute every checksum of a release folder and compare with its manifest; with ``public_key`` (a
+    PEM file), also check that ``model.sig`` is the signature of that key's holder over these very files.
 
-    Raises :class:`ManifestError` when there is no readable manifest; otherwise returns a report
-    (``report.ok`` is False when any file is missing, altered, or not listed).
+    Raises :class:`ManifestError` when there is no readable manifest, and
+    :class:`~langkit.publish.signing.KeyFileError` when the key file cannot be used; otherwise returns a
+    report. ``report.ok`` is False when any file is missing, altered, not listed, pickled or a link, and
+    (with a key) when the release is unsigned, signed by another key, or changed since it was signed.
+    No file of the release is loaded: they are only hashed.
     """
     root = Path(path)
+    if public_key is not None:
+        from langkit.publish.signing import fingerprint_of, load_public_key
+
+        key_fingerprint = fingerprint_of(load_public_key(public_key))  # a bad key file: an error before hashing
     if not root.is_dir():
         raise ManifestError(f"{root} is not a folder")
     listed = read_manifest(root)
@@ -150,6 +191,14 @@ def verify_release(path: Path) -> VerifyReport:
         elif file.stat().st_size != listed[rel]["size"] or sha256_file(file) != listed[rel]["sha256"]:
             report.mismatched.append(rel)
     report.unexpected = [rel for rel in _release_files(root) if rel not in listed]
-    report.ok = not (report.missing or report.mismatched or report.unexpected)
+    report.unsafe = unsafe_files(root)
+    if public_key is not None:
+        from langkit.publish.signing import check_signature
+
+        report.public_key = Path(public_key)
+        report.signature_problem = check_signature(root, public_key)
+        report.signer = "" if report.signature_problem else key_fingerprint
+    report.ok = not (report.missing or report.mismatched or report.unexpected or report.unsafe
+                     or report.signature_problem)
     log.debug(report.summary())
     return report
