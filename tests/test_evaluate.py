@@ -17,7 +17,6 @@ import pytest
 import torch
 
 from langkit import evaluate
-from langkit.evaluate import stage
 from langkit.config import RunConfig
 from langkit.evaluate import (
     KEY_COLUMNS,
@@ -32,6 +31,7 @@ from langkit.evaluate import (
     load_task,
     paired_test,
     score,
+    stage,
     stop_token_ids,
     translate,
     write_human_eval,
@@ -270,10 +270,11 @@ def test_human_eval_xlsx_is_the_same_sheet_and_reads_back_like_the_csv(tmp_path)
         return ("5" if k["system"] == "langkit" else "2", "" if k["test_id"] == "test-1" else "4")
 
     rows = workbook.worksheets[0].iter_rows(min_row=2)
+    adequacy_column, fluency_column = SHEET_COLUMNS.index("adequacy"), SHEET_COLUMNS.index("fluency")
     for row in rows:
         adequacy, fluency = rating(kinds[row[0].value])
-        row[4].value = int(adequacy) if fluency else None
-        row[5].value = float(fluency) if fluency else None
+        row[adequacy_column].value = int(adequacy) if fluency else None
+        row[fluency_column].value = float(fluency) if fluency else None
     filled_xlsx, filled_csv = tmp_path / "filled.xlsx", tmp_path / "filled.csv"
     workbook.save(filled_xlsx)
     _fill(sheet, key, filled_csv, lambda k: rating(k) if rating(k)[1] else ("", ""))
@@ -286,12 +287,13 @@ def test_human_eval_xlsx_is_the_same_sheet_and_reads_back_like_the_csv(tmp_path)
 
     # Errors name the workbook and the row as Excel numbers it.
     workbook = load_workbook(filled_xlsx)
-    workbook.worksheets[0]["E4"] = 7
+    adequacy_cell = "ABCDEFG"[adequacy_column] + "4"
+    workbook.worksheets[0][adequacy_cell] = 7
     workbook.save(filled_xlsx)
     with pytest.raises(RatingsError, match=r"filled.xlsx, line 4: adequacy must be from 1 to 5, got 7"):
         import_ratings(filled_xlsx, key)
     # A formula that no spreadsheet program computed (the file saved by a script) is not read as blank.
-    workbook["ratings"]["E4"] = "=2+2"
+    workbook["ratings"][adequacy_cell] = "=2+2"
     workbook.save(filled_xlsx)
     with pytest.raises(RatingsError, match=r"filled.xlsx, line 4: adequacy must be a whole number .* got '=2\+2'"):
         import_ratings(filled_xlsx, key)
@@ -573,7 +575,7 @@ def test_run_writes_reports_outputs_and_sheet(tmp_path, monkeypatch, tiny_model,
     assert report["tokenizer_sha256"] == hashlib.sha256(b"{}").hexdigest()
     assert [(r["system"], r["direction"]) for r in report["results"]] == [(s, d) for s in ("langkit", "base") for d in directions]
     for r in report["results"]:
-        assert set(r) == {"system", "direction", "source_language", "target_language", "n", "metrics"}
+        assert set(r) == {"system", "direction", "source_language", "target_language", "n", "metrics", "flags"}
         assert r["direction"] == f"{r['source_language']}-{r['target_language']}"
         assert r["n"] == (2 if "wol_Latn" in r["direction"] else 1)
         stem = out / "outputs" / f"{r['system']}.{r['direction']}"
@@ -595,3 +597,33 @@ def test_run_writes_reports_outputs_and_sheet(tmp_path, monkeypatch, tiny_model,
 def test_run_names_the_missing_stage(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the corpus stage"):
         evaluate.run(RunConfig(), RunDir(tmp_path))
+
+
+def test_constant_empty_and_copied_outputs_are_flagged_in_report_and_sheet(tmp_path, monkeypatch):
+    # The demo's adapted model once answered "." to everything and the report called it significantly better
+    # than base: the report and the judges' sheet must say what the outputs are.
+    sources = ["Bonjour à toi.", "Merci beaucoup.", "Il fait chaud.", "Je vais au marché."]
+    direction = Direction("fra_Latn", "wol_Latn", [f"t-{i}" for i in range(4)], sources, REFS)
+    task = Task(metrics=("chrf++", "chrf", "bleu"), bootstrap=0)
+    monkeypatch.setattr("langkit.evaluate.stage.translate", lambda *a, **k: ["."] * 4)
+    dotted, dotted_rows = evaluate_system("langkit", None, None, [direction], tmp_path / "a", max_new_tokens=4,
+                                          batch_size=2, task=task)
+    monkeypatch.setattr("langkit.evaluate.stage.translate", lambda *a, **k: ["", "Merci beaucoup.", "", "x"])
+    odd, odd_rows = evaluate_system("base", None, None, [direction], tmp_path / "b", max_new_tokens=4,
+                                    batch_size=2, task=task)
+    assert dotted[0]["flags"]["flags"] == ["constant"] and dotted[0]["flags"]["most_common"] == {"text": ".", "count": 4}
+    assert odd[0]["flags"]["flags"] == ["empty", "copied_source"]
+
+    report = {"model": "tiny", "adapter": "train/adapter", "test_set": "test", "generation": {"max_new_tokens": 4},
+              "results": odd + dotted,
+              "paired": [{"direction": "fra_Latn-wol_Latn", "baseline": 1.0, "system": 9.0, "p_value": 0.001,
+                          "signature": "sig", "compared_system": "langkit"}]}
+    md = evaluate.report_markdown(report)
+    assert "| fra_Latn-wol_Latn | 1.00 | 9.00 ⚠ | 0.0010 |" in md
+    assert "- langkit fra_Latn-wol_Latn: one output repeated ('.' for 4/4)" in md
+    assert "- base fra_Latn-wol_Latn: outputs empty (2/4); outputs copy the source (1/4)" in md
+
+    sheet, _ = write_human_eval(dotted_rows + odd_rows, tmp_path)
+    notes = sorted(row["note"] for row in _read(sheet))
+    assert notes == ["", "empty output", "empty output", "output copies the source"] + \
+        ["this exact output is in 4 rows"] * 4

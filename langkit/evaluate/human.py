@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,11 @@ log = get_logger("evaluate")
 
 RATING_COLUMNS = ("adequacy", "fluency")
 RATING_RANGE = (1, 5)
-SHEET_COLUMNS = ("item_id", "source", "output", "reference", *RATING_COLUMNS)
+SHEET_COLUMNS = ("item_id", "source", "output", "reference", "note", *RATING_COLUMNS)
 KEY_COLUMNS = ("item_id", "system", "direction", "source_language", "target_language", "test_id")
-_SHEET_WIDTHS = {"item_id": 18, "source": 50, "output": 50, "reference": 50, "adequacy": 10, "fluency": 10}
+_SHEET_WIDTHS = {"item_id": 18, "source": 50, "output": 50, "reference": 50, "note": 24, "adequacy": 10, "fluency": 10}
+REPEATED_OUTPUT = 3
+"""An output found this many times in a sheet gets a note: a system answering the same thing to everything."""
 
 # --------------------------------------------------------------------------------------------------
 # Human evaluation: blinded sheet out, ratings back in
@@ -61,11 +64,12 @@ def write_human_eval(translations: Sequence[Translation], out_dir: str | Path, s
     # instead of mis-assigning its ratings. It hashes only what the judges see, so it reveals nothing.
     visible = hashlib.sha256(repr([(t.source, t.output, t.reference) for t in shuffled]).encode("utf-8"))
     tag = visible.hexdigest()[:6]
+    repeats = Counter(t.output.strip() for t in shuffled)
     sheet_rows, key_rows = [], []
     for n, t in enumerate(shuffled, start=1):
         item_id = f"item-{tag}-{n:0{width}d}"
         sheet_rows.append({"item_id": item_id, "source": t.source, "output": t.output, "reference": t.reference,
-                           "adequacy": "", "fluency": ""})
+                           "note": _note(t, repeats), "adequacy": "", "fluency": ""})
         key_rows.append({"item_id": item_id, "system": t.system, "direction": t.direction,
                          "source_language": t.source_language, "target_language": t.target_language,
                          "test_id": t.test_id})
@@ -79,6 +83,19 @@ def write_human_eval(translations: Sequence[Translation], out_dir: str | Path, s
     return sheet, key
 
 
+def _note(t: Translation, repeats: Counter[str]) -> str:
+    """What a judge should know of an output at a glance (and the report flags): empty, a copy of the
+    source, or a text repeated across the sheet. It speaks of the output only, never of its system."""
+    output = t.output.strip()
+    if not output:
+        return "empty output"
+    if " ".join(output.casefold().split()) == " ".join(t.source.casefold().split()):
+        return "output copies the source"
+    if repeats[output] >= REPEATED_OUTPUT:
+        return f"this exact output is in {repeats[output]} rows"
+    return ""
+
+
 HUMAN_EVAL_README = """# Rating the translations in human_eval.xlsx (or human_eval.csv)
 
 Thank you for judging. The sheet holds {n} translations in random order. The same rows are in both
@@ -89,7 +106,9 @@ Each row has:
 - `item_id`: leave it exactly as it is (it is how your ratings are matched back);
 - `source`: the sentence to translate;
 - `output`: a machine translation of it; **this is what you rate**;
-- `reference`: one good human translation, to help you; other wordings can be just as good.
+- `reference`: one good human translation, to help you; other wordings can be just as good;
+- `note`: filled only when the output is empty, copies the source, or is the exact same text as several
+  other rows (a system that answers the same thing to everything); rate such rows as they are.
 
 Several rows may share a source: they come from different systems, shown in no particular order.
 Rate each row on its own.

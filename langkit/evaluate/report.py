@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from langkit.evaluate.metrics import METRICS
+from langkit.evaluate.metrics import METRICS, describe_flags
 from langkit.utils import atomic_write_text, get_logger
 
 log = get_logger("evaluate")
@@ -33,11 +33,15 @@ def report_markdown(report: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|",
     ]
     signatures: dict[str, str] = {}
+    flagged_systems = {(r["system"], r["direction"]): describe_flags(r["flags"], r["n"])
+                       for r in report["results"] if r.get("flags", {}).get("flags")}
     for r in report["results"]:
         m = r["metrics"]
         chrfpp = _fmt(m.get("chrf++", {}).get("score"))
         if ci := m.get("chrf++", {}).get("ci95"):
             chrfpp += f" ± {ci['half_width']:.2f}"
+        if (r["system"], r["direction"]) in flagged_systems:
+            chrfpp += " ⚠"
         lines.append(f"| {r['system']} | {r['direction']} | {r['n']} | {chrfpp} | "
                      f"{_fmt(m.get('chrf', {}).get('score'))} | {_fmt(m.get('bleu', {}).get('score'))} |")
         for name, label in (("chrf++", "chrF++"), ("chrf", "chrF"), ("bleu", "BLEU")):
@@ -45,13 +49,19 @@ def report_markdown(report: dict[str, Any]) -> str:
                 signatures.setdefault(label, m[name]["signature"])
                 if ci := m[name].get("ci95"):
                     signatures.setdefault(f"{label} 95% CI (bootstrap)", ci["signature"])
+    if flagged_systems:
+        lines += ["", "⚠ **Flagged outputs: these scores measure this behaviour, not translation** "
+                  "(whatever a significance test says):", ""]
+        lines += [f"- {system} {direction}: {text}" for (system, direction), text in flagged_systems.items()]
     lines += ["", "chrF++ is the primary metric (as FLORES-200 and NLLB report it). "
               "± is half the width of sacrebleu's 95% bootstrap interval."]
     if paired := report.get("paired"):
         lines += ["", "Paired bootstrap resampling, chrF++ of langkit against base on the same segments (p < 0.05: "
                   "a difference unlikely to be chance):", "", "| direction | base | langkit | p |", "|---|---:|---:|---:|"]
         for p in paired:
-            lines.append(f"| {p['direction']} | {_fmt(p['baseline'])} | {_fmt(p['system'])} | {p['p_value']:.4f} |")
+            flagged = flagged_systems.get((p["compared_system"], p["direction"]), "")
+            lines.append(f"| {p['direction']} | {_fmt(p['baseline'])} | {_fmt(p['system'])}"
+                         f"{' ⚠' if flagged else ''} | {p['p_value']:.4f} |")
             signatures.setdefault("chrF++ paired bootstrap", p["signature"])
     lines += ["", "Signatures (sacrebleu):", ""]
     lines += [f"- {label}: `{sig}`" for label, sig in signatures.items()]
@@ -90,8 +100,6 @@ def _cell(row: dict[str, Any] | None, metric: str) -> str:
 def results_markdown(report: dict[str, Any]) -> str:
     """results.json as tables: per task, systems x directions for chrF++ (primary), chrF and BLEU; the
     paired tests; published scores apart; every signature; flagged outputs."""
-    from langkit.evaluate.metrics import describe_flags
-
     systems = list(report["systems"])
     lines = ["# Evaluation results", ""]
     gen = report["generation"]

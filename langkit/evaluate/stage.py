@@ -12,7 +12,7 @@ from typing import Any
 from langkit.config import RunConfig
 from langkit.evaluate.generation import translate
 from langkit.evaluate.human import Translation, write_human_eval
-from langkit.evaluate.metrics import paired_test, score
+from langkit.evaluate.metrics import describe_flags, output_flags, paired_test, score
 from langkit.evaluate.report import report_markdown
 from langkit.evaluate.tasks import Direction, Task, default_task, load_directions, one_line
 from langkit.harmony import STOP_TOKENS
@@ -52,10 +52,13 @@ def evaluate_system(
         for suffix, lines in (("src", d.sources), ("gen", hyps), ("hyp", scored), ("ref", d.references)):
             _write_lines(stem.with_name(f"{stem.name}.{suffix}"), lines)
         metrics = score(scored, d.references, metrics=task.metrics, bootstrap=task.bootstrap)
+        flags = output_flags(d.sources, hyps)
+        if flags["flags"]:
+            log.warning("%s %s: %s", system, d.name, describe_flags(flags, len(hyps)))
         log.info("%s %s (n=%d): %s", system, d.name, len(hyps),
                  ", ".join(f"{k} {v['score']:.2f}" for k, v in metrics.items()))
         results.append({"system": system, "direction": d.name, "source_language": d.source_language,
-                        "target_language": d.target_language, "n": len(hyps), "metrics": metrics})
+                        "target_language": d.target_language, "n": len(hyps), "metrics": metrics, "flags": flags})
         translations += [Translation(system, d.name, d.source_language, d.target_language, i, s, h, r, scored=c)
                          for i, s, h, r, c in zip(d.test_ids, d.sources, hyps, d.references, scored, strict=True)]
     return results, translations
