@@ -308,6 +308,8 @@ def _describe_run(root: Path) -> None:
         "train": "adapter/ (LoRA, safetensors), checkpoints/, train_log.jsonl, metadata.json",
         "eval": "report.json / report.md (chrF++, BLEU, signatures), human_eval.csv/.xlsx + key",
         "release": "adapter + tokenizer + README.md model card + manifest.json (verify with langkit publish verify)",
+        "signing": "THROWAWAY key pair that signed release/model.sig (publish.sign_key: throwaway; demo only: "
+                   "verify with --public-key signing/throwaway.pub.pem)",
     }
     for name, text in descriptions.items():
         if (root / name).exists():

@@ -46,7 +46,8 @@ def test_run_directory_has_every_stage_output(demo_run):
         "train/metadata.json", "train/train_log.jsonl", "train/loss.png",
         "eval/report.json", "eval/report.md", "eval/human_eval.csv", "eval/human_eval_key.csv",
         "release/README.md", "release/manifest.json", "release/adapter_model.safetensors",
-        "release/adapter_config.json", "release/tokenizer/tokenizer.json",
+        "release/adapter_config.json", "release/tokenizer/tokenizer.json", "release/model.sig",
+        "signing/throwaway.pem", "signing/throwaway.pub.pem",  # the demo's throwaway signing key pair
     }
     assert expected <= files, sorted(expected - files)
     # Keep-last-N checkpoints: with save_every=1 and 2 steps, both are kept (keep_checkpoints=2).
@@ -101,6 +102,10 @@ def test_release_verifies_and_detects_tampering(demo_run, tmp_path):
     with open(copy / "adapter_config.json", "a", encoding="utf-8") as f:
         f.write(" ")
     assert main(["-q", "publish", "verify", str(copy)]) == 1
+    # the demo signs its release with its throwaway key
+    public_key = str(demo_run / "signing/throwaway.pub.pem")
+    assert main(["-q", "publish", "verify", str(demo_run / "release"), "--public-key", public_key]) == 0
+    assert main(["-q", "publish", "verify", str(copy), "--public-key", public_key]) == 1
 
 
 @pytest.mark.skipif(os.environ.get("LANGKIT_SKIP_NOTEBOOK") == "1", reason="LANGKIT_SKIP_NOTEBOOK=1")

@@ -26,9 +26,10 @@ SIGNATURE_NAME = "model.sig"  # written after the manifest, so the manifest cann
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
 
 # Files a release may hold that its manifest does not list: the Hub's own .gitattributes (every Hub
-# repository has one) and the .cache/ folder snapshot_download(local_dir=...) keeps its metadata in.
+# repository has one), the .cache/ folder snapshot_download(local_dir=...) keeps its metadata in, and the
+# .git/ folder of a git clone of the release's repository (model signing leaves it out too).
 _UNLISTED_FILES = (".gitattributes",)
-_UNLISTED_DIRS = (".cache",)
+_UNLISTED_DIRS = (".cache", ".git")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
