@@ -170,12 +170,19 @@ def test_unusable_keys_are_named_with_what_to_do(tmp_path: Path, keys: dict[str,
     assert not (tmp_path / "down").exists()
 
 
-def test_unreadable_key_file(tmp_path: Path, keys: dict[str, Path]) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file")
+def test_unreadable_key_file(tmp_path: Path, keys: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     key = tmp_path / "locked.pem"
     key.write_bytes(keys["private"].read_bytes())
     key.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: make this one fail as it would for anyone else
+        real = Path.read_bytes
+
+        def locked(self: Path) -> bytes:
+            if self == key:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real(self)
+
+        monkeypatch.setattr(Path, "read_bytes", locked)
     run_dir, cfg = make_run(tmp_path / "run")
     cfg.publish.sign_key = str(key)
     with pytest.raises(KeyFileError, match=r"cannot read private key file .*locked\.pem.*permissions"):
