@@ -22,7 +22,9 @@ from langkit.evaluate.harness import (  # noqa: E402
     HarnessDirection,
     HarnessSystem,
     load_system,
+    parse_direction,
     run_harness,
+    write_benchmark_tasks,
     write_lm_eval_tasks,
 )
 from langkit.harmony import SYSTEM_MESSAGE, render_prompt  # noqa: E402
@@ -108,6 +110,22 @@ def test_tasks_are_written_self_contained_and_load_in_lm_eval(tmp_path):
     assert task.config.generation_kwargs["do_sample"] is False
 
 
+def test_benchmark_tasks_for_baoule_from_the_aligned_task_file(tmp_path):
+    """eval/aligned.yaml (the user's own aligned files, Baoulé by default) written as lm-eval tasks."""
+    from lm_eval.tasks import TaskManager
+
+    (tmp_path / "data").mkdir()
+    _lines(tmp_path / "data" / "bci_Latn.txt", BCI)
+    _lines(tmp_path / "data" / "fra_Latn.txt", FRA)
+    out = write_benchmark_tasks("aligned", tmp_path / "tasks", data=tmp_path / "data", limit=2)
+    tasks = TaskManager(include_path=str(out), include_defaults=False).load(["langkit_aligned"])["tasks"]
+    assert set(tasks) == {"langkit_aligned_fra_Latn-bci_Latn", "langkit_aligned_bci_Latn-fra_Latn"}
+    task = tasks["langkit_aligned_fra_Latn-bci_Latn"]
+    docs = list(task.test_docs())
+    assert [task.doc_to_text(d) for d in docs] == [f"Translate from French to Baoulé.\n\n{t}" for t in FRA[:2]]
+    assert [task.doc_to_target(d) for d in docs] == BCI[:2]
+
+
 def test_tasks_refuse_bad_input(tmp_path):
     f = _files(tmp_path / "data")
     short = _lines(tmp_path / "short.txt", FRA[:2])
@@ -120,6 +138,17 @@ def test_tasks_refuse_bad_input(tmp_path):
     with pytest.raises(ValueError, match="task or group name 'a b'"):
         write_lm_eval_tasks([HarnessDirection("a b", "fra_Latn", "wol_Latn", f["fra"], f["wol"])], tmp_path / "out")
     assert not (tmp_path / "out").exists()  # nothing written before every direction checked
+
+
+def test_parse_direction():
+    assert parse_direction("fra_Latn-bci_Latn=a.fra,b.bci") == HarnessDirection(
+        "langkit_fra_Latn-bci_Latn", "fra_Latn", "bci_Latn", Path("a.fra"), Path("b.bci"))
+    assert parse_direction("mine:wol_Latn-eng_Latn=C:/x.wol,y.eng").task == "mine"
+    for bad in ("fra_Latn-bci_Latn=a.fra", "fra_Latn=a,b", ":fra_Latn-bci_Latn=a,b"):
+        with pytest.raises(ValueError, match="expected \\[TASK:\\]SRC-TGT="):
+            parse_direction(bad)
+    with pytest.raises(ValueError, match="unknown language code 'fr'"):
+        parse_direction("fr-bci_Latn=a,b")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,42 +227,39 @@ def tiny_run(extended_tokenizer, tmp_path_factory) -> RunDir:
 
 
 def test_run_harness_on_a_langkit_run_uses_its_adapter_tokenizer_and_harmony_prompt(tiny_run, tmp_path):
-    from langkit.config import load_config
-    from langkit.train import load_adapted_model
+    from peft import PeftModel
 
-    tasks = write_lm_eval_tasks(_directions(_files(tmp_path / "data"))[:1] +
-                                [("lk_wol_fra", "wol_Latn", "fra_Latn", tmp_path / "data" / "wol.txt",
-                                  tmp_path / "data" / "fra.txt")],
-                                tmp_path / "tasks", max_gen_toks=6, until=("<|return|>", "<|end|>"))
+    f = _files(tmp_path / "data")
+    # Wolof sources: their prompts hold new tokens, which need the resized embeddings and the adapter's rows.
+    tasks = write_lm_eval_tasks([("lk_wol_fra", "wol_Latn", "fra_Latn", f["wol"], f["fra"])], tmp_path / "tasks",
+                                max_gen_toks=6, until=("<|return|>", "<|end|>"))
     system = load_system(tiny_run.root)
     tok = system.tokenizer
     rows = system.pretrained.get_input_embeddings().weight.shape[0]
     assert rows == len(tok) > BASE_VOCAB_SIZE  # the base resized for the extended tokenizer
     assert any(i >= BASE_VOCAB_SIZE for i in tok(WOL[1], add_special_tokens=False)["input_ids"])  # new tokens used
 
-    out = run_harness(system, ["lk_fra_wol", "lk_wol_fra"], tmp_path / "out", include_path=tasks, limit=2,
-                      bootstrap_iters=0)
+    out = run_harness(system, ["lk_wol_fra"], tmp_path / "out", include_path=tasks, limit=2, bootstrap_iters=0)
 
     assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == {
-        "results.json", "results.md", "samples/lk_fra_wol.jsonl", "samples/lk_wol_fra.jsonl"}
+        "results.json", "results.md", "samples/lk_wol_fra.jsonl"}
     results = json.loads((out / "results.json").read_text("utf-8"))
     meta = results["langkit"]
     assert meta["kind"] == "langkit-run" and meta["chat_template"] == "langkit" and meta["base_model"] == "tiny"
     from langkit.utils import sha256_file
 
     assert meta["adapter_sha256"] == sha256_file(tiny_run.adapter_weights)
-    assert results["n-samples"]["lk_fra_wol"]["effective"] == 2
+    assert results["n-samples"]["lk_wol_fra"]["effective"] == 2
 
     # lm-eval saw exactly the prompt the run was trained on, and its answers are langkit's own greedy
-    # translations by the same adapted model (loaded again, as the eval stage loads it).
-    reference_model, reference_tok = load_adapted_model(tiny_run, load_config(tiny_run.config))
-    for task, src, tgt, texts in (("lk_fra_wol", "fra_Latn", "wol_Latn", FRA[:2]), ("lk_wol_fra", "wol_Latn", "fra_Latn", WOL[:2])):
-        samples = sorted(_samples(out, task), key=lambda s: s["doc_id"])
-        assert [s["arguments"][0][0] for s in samples] == [render_prompt(src, tgt, t) for t in texts]
-        expected = translate(reference_model, reference_tok, src, tgt, texts, max_new_tokens=6, batch_size=1)
-        # (langkit strips the answer's edges; lm-eval keeps them, which no chrF score sees.)
-        assert [s["resps"][0][0].strip() for s in samples] == expected
-        assert any(expected)
+    # translations (langkit.evaluate.translate) by the adapted model.
+    assert isinstance(system.pretrained, PeftModel)
+    samples = sorted(_samples(out, "lk_wol_fra"), key=lambda s: s["doc_id"])
+    assert [s["arguments"][0][0] for s in samples] == [render_prompt("wol_Latn", "fra_Latn", t) for t in WOL[:2]]
+    expected = translate(system.pretrained, tok, "wol_Latn", "fra_Latn", WOL[:2], max_new_tokens=6, batch_size=1)
+    # (langkit strips the answer's edges; lm-eval keeps them, which no chrF score sees.)
+    assert [s["resps"][0][0].strip() for s in samples] == expected
+    assert any(expected)
 
 
 def test_load_system_names_what_it_cannot_load(tmp_path, tiny_run):

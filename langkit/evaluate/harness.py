@@ -80,6 +80,20 @@ class HarnessDirection:
         object.__setattr__(self, "reference", Path(self.reference))
 
 
+def parse_direction(spec: str) -> HarnessDirection:
+    """A direction from the command line: ``[TASK:]SRC-TGT=SOURCE_FILE,REFERENCE_FILE``, e.g.
+    ``fra_Latn-bci_Latn=test.fra,test.bci`` (task ``langkit_fra_Latn-bci_Latn``)."""
+    head, eq, files = spec.partition("=")
+    task, colon, pair = head.rpartition(":")
+    src, dash, tgt = pair.partition("-")
+    source, comma, reference = files.partition(",")
+    if not (eq and dash and comma and src and tgt and source and reference) or (colon and not task):
+        raise ValueError(f"direction {spec!r}: expected [TASK:]SRC-TGT=SOURCE_FILE,REFERENCE_FILE, "
+                         "e.g. fra_Latn-bci_Latn=test.fra,test.bci")
+    get_language(src), get_language(tgt)
+    return HarnessDirection(task or f"langkit_{src}-{tgt}", src, tgt, Path(source), Path(reference))
+
+
 def _read_segments(path: Path) -> list[str]:
     """Lines of a UTF-8 file (one segment per line; a final newline ends the last line, CRLF accepted)."""
     if not path.is_file():
@@ -158,7 +172,45 @@ def write_lm_eval_tasks(
         if d.source_language == d.target_language:
             raise ValueError(f"{d.task}: source and target language are both {d.source_language}")
         pairs[d.task] = _aligned(d)[:max_items]
+    return _write_tasks(items, pairs, out_dir, group=group, max_gen_toks=max_gen_toks, until=until)
 
+
+def write_benchmark_tasks(
+    benchmark: str | Path,
+    out_dir: str | Path,
+    *,
+    data: str | Path | None = None,
+    directions: Sequence[str] = (),
+    limit: int = 0,
+    group: str | None = None,
+    max_gen_toks: int = 256,
+    until: Sequence[str] = DEFAULT_UNTIL,
+) -> Path:
+    """:func:`write_lm_eval_tasks` for a benchmark langkit knows (``eval/*.yaml``: FLORES-200, NTREX-128,
+    MAFAND-MT, TICO-19, or a task file of your own aligned files, Baoulé included), read as
+    ``langkit eval suite`` reads it (``data``: its folder in the published layout; ``directions``:
+    ``src-tgt`` names instead of its defaults; ``limit``: first segments). Tasks are named
+    ``langkit_{benchmark}_{src}-{tgt}``, the group ``langkit_{benchmark}`` unless ``group`` is given."""
+    from langkit.evaluate.benchmarks import load_benchmark, load_benchmark_directions
+
+    bench = load_benchmark(benchmark)
+    loaded = load_benchmark_directions(bench, data, only=directions, limit=limit)
+    where = str(data) if data is not None else f"the Hub copy of {bench.name}"
+    items, pairs = [], {}
+    for d in loaded:
+        name = f"langkit_{bench.name}_{d.name}"
+        items.append(HarnessDirection(name, d.source_language, d.target_language, Path(where), Path(where)))
+        pairs[name] = list(zip(d.sources, d.references, strict=True))
+    return _write_tasks(items, pairs, out_dir, group=group or f"langkit_{bench.name}", max_gen_toks=max_gen_toks,
+                        until=until)
+
+
+def _write_tasks(items: Sequence[HarnessDirection], pairs: dict[str, list[tuple[str, str]]], out_dir: str | Path, *,
+                 group: str, max_gen_toks: int, until: Sequence[str]) -> Path:
+    names = [d.task for d in items] + [group]
+    for name in names:
+        if not _TASK_NAME.match(name):
+            raise ValueError(f"task or group name {name!r}: use letters, digits, '_', '-' and '.' only")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for d in items:
@@ -185,8 +237,8 @@ def write_lm_eval_tasks(
                 "version": 1.0,
                 "source_language": d.source_language,
                 "target_language": d.target_language,
-                "description": f"{src_name} to {tgt_name}, {len(pairs[d.task])} segments from {d.source.name} / "
-                               f"{d.reference.name}; written by langkit",
+                "description": f"{src_name} to {tgt_name}, {len(pairs[d.task])} segments from {d.source} / "
+                               f"{d.reference}; written by langkit",
             },
         }
         (out / f"{d.task}.yaml").write_text(
