@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,20 +218,20 @@ class ServerHandle:
 
 
 def server_command(model_dir: Path, host: str, port: int, backend: str, *, device: str = "cpu",
-                   dtype: str = "auto", model_name: str | None = None) -> list[str]:
+                   dtype: str = "auto", model_name: str | None = None, extra_args: Sequence[str] = ()) -> list[str]:
     """The command line that serves ``model_dir`` on ``host:port`` with ``backend`` (``vllm`` or
-    ``transformers``)."""
+    ``transformers``), ``extra_args`` appended (the server's own options)."""
     if backend == "vllm":
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--host", host, "--port", str(port), "--dtype", dtype]
         if model_name:
             cmd += ["--served-model-name", model_name]
-        return cmd
+        return [*cmd, *extra_args]
     if backend == "transformers":
         # The model given on the command line is loaded at start and is the only one served; requests name it by
         # that same string (transformers serve has no served-model-name option).
         return [sys.executable, "-m", "transformers.cli.transformers", "serve", str(model_dir), "--host", host,
-                "--port", str(port), "--device", device, "--dtype", dtype, "--log-level", "warning"]
+                "--port", str(port), "--device", device, "--dtype", dtype, "--log-level", "warning", *extra_args]
     raise ValueError(f"unknown server backend {backend!r}: vllm or transformers")
 
 
@@ -264,12 +265,14 @@ def start_server(
     startup_timeout: float = 300.0,
     log_path: str | Path | None = None,
     env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> ServerHandle:
     """Serve ``model_dir`` (see :func:`write_servable`) and return once a chat request gets an answer.
 
     ``port=0`` picks a free port. ``backend``: ``auto`` (vLLM when installed with a GPU, else transformers
     serve), ``vllm`` or ``transformers``. ``model_name`` names the model for vLLM; transformers serve names it by
-    its folder path. The server's output goes to ``log_path`` (default: a temporary file); if it exits or does
+    its folder path. ``extra_args`` go to the server's command line as they are (e.g. transformers serve's
+    ``--continuous-batching``, vLLM's ``--tensor-parallel-size 2``). The server's output goes to ``log_path`` (default: a temporary file); if it exits or does
     not answer within ``startup_timeout`` seconds, it is stopped and :class:`ServerError` carries its log's tail.
     """
     model_dir = Path(model_dir).resolve()
@@ -282,7 +285,8 @@ def start_server(
         raise ServerError("transformers serve needs fastapi and uvicorn: pip install 'langkit[serve]'")
     port = port or free_port(host)
     name = model_name if (backend == "vllm" and model_name) else str(model_dir)
-    cmd = server_command(model_dir, host, port, backend, device=device, dtype=dtype, model_name=model_name)
+    cmd = server_command(model_dir, host, port, backend, device=device, dtype=dtype, model_name=model_name,
+                         extra_args=extra_args)
     log_file_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="langkit-serve-", suffix=".log")[1])
     log_file = open(log_file_path, "wb")  # closed by ServerHandle.stop
     child_env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), **(env or {})}

@@ -87,3 +87,45 @@ def test_start_server_failure_shows_the_log(tmp_path):
         start_server(tmp_path, startup_timeout=120)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         start_server(tmp_path / "missing")
+
+
+def test_servable_from_run_merges_the_adapter_with_the_extended_tokenizer(extended_tokenizer, tmp_path):
+    """A run (extended tokenizer + a LoRA adapter with non-zero weights) becomes a plain transformers folder:
+    the merged model's logits equal the adapted model's, the new tokens are in its vocabulary, and its chat
+    template renders the prompt langkit trains on."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from langkit.config import RunConfig, TrainConfig, save_config
+    from langkit.rundir import RunDir
+    from langkit.serve import servable_from_run
+    from langkit.train import prepare_model
+
+    tokenizer, new_tokens, folder = extended_tokenizer
+    run_dir = RunDir(tmp_path / "run")
+    cfg = RunConfig(name="serve", languages=["wol_Latn"], train=TrainConfig(model="tiny", lora_r=4, lora_alpha=8))
+    run_dir.root.mkdir()
+    save_config(cfg, run_dir.config)
+    shutil.copytree(folder, run_dir.tokenizer)
+    model = prepare_model(cfg.train, tokenizer, new_tokens)
+    torch.manual_seed(1)
+    with torch.no_grad():  # as if trained: LoRA B starts at zero, which would make the merge trivially right
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.05 * torch.randn_like(param))
+    model.save_pretrained(str(run_dir.adapter))
+
+    out = servable_from_run(run_dir.root, tmp_path / "served")
+    adapted = model.eval()
+    merged = AutoModelForCausalLM.from_pretrained(str(out)).eval()
+    served_tokenizer = AutoTokenizer.from_pretrained(str(out))
+    prompt = render_prompt("fra_Latn", "wol_Latn", "Ñaata la mburu mi jar ?")
+    ids = torch.tensor([served_tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+    assert ids.max().item() < merged.get_input_embeddings().weight.shape[0]
+    assert len(served_tokenizer) == len(tokenizer) > 201_088
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids).logits, adapted(ids).logits, rtol=1e-4, atol=1e-4)
+    messages = [{"role": "user", "content": translation_request("fra_Latn", "wol_Latn", "Ñaata la mburu mi jar ?")}]
+    assert served_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == prompt
