@@ -22,7 +22,7 @@ from langkit.evaluate.benchmarks import (
 )
 from langkit.evaluate.metrics import output_flags
 from langkit.evaluate.suite import SuiteConfig, load_published, run_suite
-from langkit.evaluate.systems import SystemSpecError, parse_system, parse_systems
+from langkit.evaluate.systems import GenerationSettings, SystemSpecError, parse_system, parse_systems
 
 SACREBLEU = Path(sys.executable).with_name("sacrebleu")
 LANGKIT = Path(sys.executable).with_name("langkit")
@@ -257,3 +257,57 @@ def test_a_suite_killed_with_sigkill_resumes_and_ends_with_the_same_files(flores
 
     subprocess.run(_suite_cmd(flores, killed), check=True, env=env, capture_output=True)
     assert _files(killed) == _files(whole)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_an_endpoint_that_dies_mid_run_is_named_and_the_rerun_resumes(flores, tmp_path, tiny_server):
+    """A real server (transformers serve on the tiny model) is killed once the suite has cached its first
+    output: the error names the system and the direction, the finished outputs stay, and a rerun against the
+    server restarted on the same address finishes with the outputs an uninterrupted run gives."""
+    import threading
+
+    from langkit.evaluate.suite import SuiteError
+    from langkit.serve import start_server
+
+    port = _free_port()
+    out = tmp_path / "out"
+
+    def config(url: str, model: str, folder: Path) -> SuiteConfig:
+        return SuiteConfig(tasks=["flores200-devtest"], systems=[f"served=openai:{url}@{model}"], out=folder,
+                           data=str(flores), directions=["eng_Latn-wol_Latn"], bootstrap=0,
+                           generation=GenerationSettings(max_new_tokens=8, concurrency=1, retries=1))
+
+    with start_server(tiny_server.model, port=port, startup_timeout=300) as server:
+        def kill_after_first_output() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if any(p.read_bytes().count(b"\n") >= 1 for p in out.rglob("*.jsonl")):
+                    server.kill()
+                    return
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=kill_after_first_output)
+        watcher.start()
+        with pytest.raises(SuiteError, match=r"system served failed on flores200-devtest eng_Latn-wol_Latn after "
+                                             r"[1-5] of 6 segments .* run the same command again to resume"):
+            run_suite(config(server.base_url, server.model, out))
+        watcher.join()
+    (cache,) = out.rglob("*.jsonl")
+    kept = cache.read_text(encoding="utf-8").splitlines()
+    assert 1 <= len(kept) < 6
+
+    with start_server(tiny_server.model, port=port, startup_timeout=300) as server:
+        run_suite(config(server.base_url, server.model, out))
+    assert cache.read_text(encoding="utf-8").splitlines()[: len(kept)] == kept  # resumed, not redone
+    whole = tmp_path / "whole"
+    run_suite(config(tiny_server.base_url, tiny_server.model, whole))
+    name = "outputs/flores200-devtest/served.eng_Latn-wol_Latn.hyp"
+    assert (out / name).read_text(encoding="utf-8") == (whole / name).read_text(encoding="utf-8")

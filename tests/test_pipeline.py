@@ -120,3 +120,30 @@ def test_walkthrough_notebook_runs(tmp_path, monkeypatch):
     outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "OK: " in outputs and "files match the manifest" in outputs
     assert (tmp_path / "run/release/manifest.json").is_file()
+
+
+def test_eval_suite_scores_a_run_a_hub_model_an_endpoint_and_a_file_in_one_command(demo_run, tiny_server, tmp_path):
+    """The README's researcher path: four kinds of system on FLORES-200 devtest files, one table."""
+    import json
+
+    flores = tmp_path / "flores" / "flores200_dataset" / "devtest"
+    flores.mkdir(parents=True)
+    (flores / "eng_Latn.devtest").write_text("The water is cold.\nThank you very much.\nGood morning.\n", "utf-8")
+    (flores / "wol_Latn.devtest").write_text("Ndox mi dafa sedd.\nJërëjëf lool.\nJàmm nga fanaan.\n", "utf-8")
+    nllb = tmp_path / "nllb"
+    nllb.mkdir()
+    (nllb / "eng_Latn-wol_Latn.txt").write_text("Ndox mi sedd na.\nJërëjëf.\nJàmm nga fanaan.\n", "utf-8")
+    out = tmp_path / "results"
+    assert main(["-q", "eval", "suite", "--task", "flores200-devtest", "--data", str(tmp_path / "flores"),
+                 "--system", "base=hf:tiny", "--system", f"adapted=run:{demo_run}",
+                 "--system", f"served=openai:{tiny_server.base_url}@{tiny_server.model}",
+                 "--system", f"nllb=file:{nllb}", "--directions", "eng_Latn-wol_Latn", "--max-new-tokens", "4",
+                 "--bootstrap", "50", "--out", str(out)]) == 0
+    report = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [r["system"] for r in report["results"]] == ["base", "adapted", "served", "nllb"]
+    assert [p["compared_system"] for p in report["paired"]] == ["adapted", "served", "nllb"]
+    assert report["systems"]["adapted"]["adapter_sha256"] == json.loads(
+        (demo_run / "eval" / "report.json").read_text(encoding="utf-8"))["adapter_sha256"]
+    assert report["systems"]["served"]["kind"] == "openai"
+    for name in ("results.md", "results.csv", "results.png"):
+        assert (out / name).stat().st_size > 0
