@@ -140,6 +140,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="published scores to print beside (e.g. eval/published/afrobench-flores200-devtest.yaml)")
     p = sub.add_parser("eval-tasks", help=argparse.SUPPRESS, prog="langkit eval tasks",
                        description="List the benchmark task files (eval/*.yaml).")
+    p = sub.add_parser("eval-harness", help=argparse.SUPPRESS, prog="langkit eval harness",
+                       description="Run lm-evaluation-harness tasks (AfroBench's belebele/sib, or tasks written by "
+                                   "'langkit eval harness-tasks') on a langkit run, a Hugging Face model or tiny, "
+                                   "through lm-eval's hf model. Needs pip install 'langkit[harness]'.")
+    p.add_argument("model", help="a langkit run directory, a Hugging Face model folder or id, or tiny")
+    p.add_argument("--tasks", required=True, help="comma-separated lm-eval task or group names")
+    p.add_argument("--out", required=True, help="folder for results.json, results.md and samples/")
+    p.add_argument("--include-path", action="append", default=[], metavar="DIR", help="folder of task YAMLs")
+    p.add_argument("--peft", default=None, metavar="DIR", help="a PEFT adapter for a Hugging Face model")
+    p.add_argument("--tokenizer", default=None, metavar="DIR", help="another tokenizer for a Hugging Face model")
+    p.add_argument("--chat-template", choices=["langkit", "model", "none"], default=None,
+                   help="langkit: the harmony prompt langkit trains with (default for runs); model: the model's "
+                        "own template; none: plain text")
+    p.add_argument("--num-fewshot", type=int, default=None)
+    p.add_argument("--limit", type=float, default=None, help="examples per task (N, or a fraction below 1)")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "auto"])
+    p.add_argument("--no-samples", action="store_true", help="do not keep every prompt and output")
+    p = sub.add_parser("eval-harness-tasks", help=argparse.SUPPRESS, prog="langkit eval harness-tasks",
+                       description="Write lm-eval task YAMLs (generate_until, chrF and chrF++) for a benchmark langkit "
+                                   "knows or your own aligned files, Baoulé included; run them with "
+                                   "lm_eval --include_path DIR --tasks GROUP.")
+    p.add_argument("--out", required=True, help="folder to write the YAMLs and their data into")
+    p.add_argument("--task", default=None, metavar="NAME_OR_FILE", help="a benchmark (langkit eval tasks)")
+    p.add_argument("--data", default=None, metavar="DIR", help="the benchmark's folder in its published layout")
+    p.add_argument("--directions", default="", metavar="SRC-TGT,...", help="instead of the benchmark's defaults")
+    p.add_argument("--direction", action="append", default=[], metavar="[TASK:]SRC-TGT=SRC_FILE,REF_FILE",
+                   help="aligned files of your own (repeat); instead of --task")
+    p.add_argument("--limit", type=int, default=0, help="first N segments only (0: all)")
+    p.add_argument("--group", default=None, help="name of the group task that runs them all")
+    p.add_argument("--max-gen-toks", type=int, default=256)
 
     pub = sub.add_parser("publish", help="stage 5: release folder, push to a Hub, verify downloads")
     pub_sub = pub.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -355,6 +387,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _eval_suite(args)
     elif args.command == "eval-tasks":
         _eval_tasks()
+    elif args.command == "eval-harness":
+        _eval_harness(args)
+    elif args.command == "eval-harness-tasks":
+        _eval_harness_tasks(args)
     elif args.command == "eval" and args.ratings:
         _eval_ratings(args)
     elif args.command in ("train", "eval"):
@@ -408,6 +444,36 @@ def _eval_suite(args: argparse.Namespace) -> int:
     print((path.parent / "results.md").read_text(encoding="utf-8"))
     print(f"wrote {path.parent}: results.json, results.md, results.csv, results.png, outputs/")
     return 0
+
+
+def _eval_harness(args: argparse.Namespace) -> None:
+    from langkit.evaluate.harness import run_harness
+
+    limit = None if args.limit is None else int(args.limit) if args.limit >= 1 else args.limit
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    out = run_harness(args.model, tasks, args.out, include_path=args.include_path or None, peft=args.peft,
+                      tokenizer=args.tokenizer, chat_template=args.chat_template, num_fewshot=args.num_fewshot,
+                      limit=limit, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                      log_samples=not args.no_samples)
+    print((Path(out) / "results.md").read_text(encoding="utf-8"))
+    print(f"wrote {out}")
+
+
+def _eval_harness_tasks(args: argparse.Namespace) -> None:
+    from langkit.evaluate.harness import parse_direction, write_benchmark_tasks, write_lm_eval_tasks
+
+    if bool(args.task) == bool(args.direction):
+        raise ValueError("give either --task (a benchmark) or --direction (your own aligned files)")
+    if args.task:
+        directions = [d.strip() for d in args.directions.split(",") if d.strip()]
+        out = write_benchmark_tasks(args.task, args.out, data=args.data, directions=directions, limit=args.limit,
+                                    group=args.group, max_gen_toks=args.max_gen_toks)
+    else:
+        kwargs = {"group": args.group} if args.group else {}
+        out = write_lm_eval_tasks([parse_direction(d) for d in args.direction], args.out,
+                                  max_items=args.limit or None, max_gen_toks=args.max_gen_toks, **kwargs)
+    print(f"wrote lm-eval tasks into {out}: run them with lm_eval --include_path {out} --tasks GROUP "
+          f"(see {Path(out) / 'README.md'})")
 
 
 def _eval_tasks() -> None:

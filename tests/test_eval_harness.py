@@ -331,3 +331,18 @@ def test_run_harness_on_a_hf_folder_with_a_local_multiple_choice_task(hf_folder,
     samples = _samples(out, "lk_topics")
     assert all(len(s["resps"]) == 2 for s in samples)  # one loglikelihood per choice
     assert "| lk_topics | 3 | acc |" in (out / "results.md").read_text("utf-8")
+
+
+def test_cli_writes_harness_tasks_for_a_benchmark_and_refuses_both_or_neither(tmp_path, capsys):
+    from langkit.cli import main
+
+    data = tmp_path / "aligned"
+    data.mkdir()
+    (data / "bci_Latn.txt").write_text("Akwaba.\nMin klo nzue.\n", encoding="utf-8")
+    (data / "fra_Latn.txt").write_text("Bienvenue.\nJe veux de l'eau.\n", encoding="utf-8")
+    out = tmp_path / "tasks"
+    assert main(["eval", "harness-tasks", "--task", "aligned", "--data", str(data), "--out", str(out)]) == 0
+    assert {p.name for p in out.glob("*.yaml")} >= {"langkit_aligned_fra_Latn-bci_Latn.yaml",
+                                                    "langkit_aligned_bci_Latn-fra_Latn.yaml"}
+    assert main(["eval", "harness-tasks", "--out", str(tmp_path / "none")]) == 2
+    assert "give either --task" in capsys.readouterr().err
