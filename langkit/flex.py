@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -281,6 +282,27 @@ def flex_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: to
     sinks = s_aux if s_aux is not None else module.get_parameter("sinks")
     out = flex_sink_attention(query, key, value, sinks, scaling, attention_mask, sliding_window, position_ids)
     return out.transpose(1, 2).contiguous(), None
+
+
+@contextmanager
+def cpu_reference_backward() -> Iterator[None]:
+    """Within this block, torch's unfused FlexAttention runs its backward pass on CPU too. torch 2.13 refuses
+    it at a device check only (its unfused backward is the reference its fused kernels are tested
+    against, and runs on any device); this lifts that one refusal, keeping the rest of the check. For
+    tests and the CPU smoke run of ``scripts/gpu_check.py``: it materialises the [B, H, L, L] scores, so it
+    is no way to train."""
+    import torch.nn.attention.flex_attention as torch_flex
+
+    check = torch_flex._validate_device
+
+    def without_cpu_refusal(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+        check(query.detach(), key.detach(), value.detach())
+
+    torch_flex._validate_device = without_cpu_refusal
+    try:
+        yield
+    finally:
+        torch_flex._validate_device = check
 
 
 def register() -> None:

@@ -3,8 +3,9 @@
 torch 2.13 runs FlexAttention's forward pass on CPU (its unfused reference) but refuses its backward pass
 there at a device check. The forward tests below run the real thing; the gradient tests run on CUDA
 when there is one, and on CPU through ``cpu_backward``, which lifts only that device check so that torch's
-own unfused backward (the reference its fused kernels are tested against) runs: it checks our sink
-algebra, masks and GQA layout through FlexAttention's real autograd, LSE gradient included.
+own unfused backward (the reference its fused kernels are tested against) runs
+(``langkit.flex.cpu_reference_backward``): it checks our sink algebra, masks and GQA layout through
+FlexAttention's real autograd, LSE gradient included.
 """
 
 from __future__ import annotations
@@ -25,20 +26,17 @@ from tests.test_attention import DIM, HEADS, WINDOW, _eager_mask, _grads, _Sinks
 CUDA = torch.cuda.is_available()
 NO_CPU_BACKWARD = ("FlexAttention has no backward pass on CPU in torch 2.13 (NotImplementedError: 'FlexAttention "
                    "does not support backward on CPU'); scripts/gpu_check.py runs this check on a GPU")
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA device"))]
 
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+original_check = torch_flex._validate_device
 
 
 @pytest.fixture
-def cpu_backward(monkeypatch):
-    """Let torch's unfused FlexAttention run its backward pass on CPU: its device check, minus the refusal."""
-    check = torch_flex._validate_device
-
-    def no_cpu_refusal(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
-        check(query.detach(), key.detach(), value.detach())
-
-    monkeypatch.setattr(torch_flex, "_validate_device", no_cpu_refusal)
+def cpu_backward():
+    """torch's unfused FlexAttention with its backward pass allowed on CPU (langkit.flex.cpu_reference_backward)."""
+    with flex.cpu_reference_backward():
+        yield
+    assert torch_flex._validate_device is original_check
 
 
 @pytest.fixture(autouse=True)
