@@ -75,6 +75,12 @@ class SourceConfig:
     """What the licence allows: ``open``, ``share-alike``, ``non-commercial`` or ``no-redistribution``;
     empty means from ``card``, else inferred from ``license``. A build meant for release
     (``corpus.release``) refuses non-commercial and no-redistribution sources."""
+    split: str = ""
+    """``test``: every record of this source kept by the filters goes to the test split (an evaluation set
+    such as FLORES-200 devtest), and its language's test split is this source alone (``corpus.test_size``
+    no longer applies to it); ``dev`` likewise for the dev split. Empty: the source is split like the
+    others. A source whose catalogue card marks it as an evaluation set must say ``test`` or ``dev``
+    (unless ``corpus.allow_eval_sources``)."""
 
     def check(self, key: str) -> None:
         formats = ("text", "jsonl", "csv", "tsv", "aligned", "parquet", "xlsx", "hf")
@@ -109,6 +115,8 @@ class SourceConfig:
             raise ConfigError(f"{key}.pivot_language must be set to a known code when pivot_field is set")
         if self.format == "text" and self.pivot_field:
             raise ConfigError(f"{key}.pivot_field is not supported for format 'text' (one segment per line)")
+        if self.split not in ("", "dev", "test"):
+            raise ConfigError(f"{key}.split must be test, dev or empty (split with the others), got {self.split!r}")
 
 
 @dataclass
@@ -320,6 +328,14 @@ class CorpusConfig:
     allow_restricted: bool = False
     """Read non-commercial and no-redistribution sources even when ``release`` is true (a private
     build); the dataset card then says which sources restrict it."""
+    allow_eval_sources: bool = False
+    """Let a source whose catalogue card marks it as an evaluation set (``eval_only``: FLORES-200, NTREX,
+    Belebele...) be split into train like any other. Off, such a source must be declared ``split: test`` (or
+    ``dev``), so that no model is trained on a benchmark it will be scored on."""
+    allow_empty: list[str] = field(default_factory=list)
+    """Splits (``train``, ``dev``, ``test``) that may come out of the build empty. Any other split left empty
+    (every record dropped or quarantined, no aligned pairs to hold out) fails the build with its counts.
+    ``dev_size: 0`` / ``test_size: 0`` ask for an empty dev / test split as well."""
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
     """Per-language normalization of every record (pivot text by the pivot's rules)."""
     pii: PiiConfig = field(default_factory=PiiConfig)
@@ -350,6 +366,8 @@ class CorpusConfig:
             source.check(f"{key}.sources[{i}]")
         if self.dev_size < 0 or self.test_size < 0:
             raise ConfigError(f"{key}.dev_size and {key}.test_size must be >= 0")
+        if unknown := [s for s in self.allow_empty if s not in ("train", "dev", "test")]:
+            raise ConfigError(f"{key}.allow_empty: unknown split(s) {', '.join(unknown)}; splits are train, dev, test")
         self.normalize.check(f"{key}.normalize")
         self.pii.check(f"{key}.pii")
         self.filters.check(f"{key}.filters")

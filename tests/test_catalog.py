@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 
 from langkit.cli import main
-from langkit.config import RunConfig, SourceConfig
+from langkit.config import ConfigError, RunConfig, SourceConfig, config_from_dict
 from langkit.corpus import build_corpus, run
 from langkit.corpus.catalog import CatalogError, cards_for, load_card, load_catalog
-from langkit.corpus.licences import LicenceError, hf_license, redistribution_of, resolve_sources
+from langkit.corpus.licences import (
+    EvalSourceError,
+    LicenceError,
+    hf_license,
+    redistribution_of,
+    resolve_sources,
+)
 from langkit.languages import LANGUAGES
 from langkit.rundir import RunDir
 
@@ -140,7 +146,56 @@ def test_release_refuses_a_non_commercial_source_unless_allowed(tmp_path: Path) 
     # A private build (release: false) reads it without being asked; the run config carries both keys.
     cfg = RunConfig(languages=["wol_Latn"])
     cfg.corpus.sources = [SourceConfig(str(nc), "text", "wol_Latn", name="news", card="mafand-mt")]
+    cfg.corpus.allow_empty = ["dev", "test"]  # one monolingual line: nothing to hold out
     with pytest.raises(LicenceError, match="mafand|CC-BY-NC"):
         run(cfg, RunDir(tmp_path / "run1"))
     cfg.corpus.release = False
     assert run(cfg, RunDir(tmp_path / "run2")).joinpath("stats.json").is_file()
+
+
+def test_an_evaluation_set_is_refused_for_training_and_can_be_the_test_split(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    # A FLORES-200-like pair of aligned files (the catalogue marks flores-200 eval_only) and a training file
+    # that happens to repeat one of its sentences.
+    wol = tmp_path / "wol_Latn.devtest"
+    fra = tmp_path / "fra_Latn.devtest"
+    wol.write_text("".join(f"Benn waxtu {i} ci dëkk bi.\n" for i in range(5)), encoding="utf-8")
+    fra.write_text("".join(f"Un moment {i} dans le village.\n" for i in range(5)), encoding="utf-8")
+    train = tmp_path / "train.tsv"
+    rows = [f"Jàng naa téere {i} bu bees.\tJ'ai lu le livre neuf {i}.\n" for i in range(6)]
+    rows.append("Benn waxtu 3 ci dëkk bi.\tUn moment 3 dans le village.\n")
+    train.write_text("wol\tfra\n" + "".join(rows), encoding="utf-8")
+    flores = SourceConfig(str(wol), "aligned", "wol_Latn", name="flores", pivot_path=str(fra),
+                          pivot_language="fra_Latn", card="flores-200")
+    mine = SourceConfig(str(train), "tsv", "wol_Latn", name="mine", license="CC-BY-4.0", text_field="wol",
+                        pivot_field="fra", pivot_language="fra_Latn")
+
+    out = tmp_path / "refused"
+    with pytest.raises(EvalSourceError, match=r"'flores' \(card flores-200.*split: test.*allow_eval_sources"):
+        build_corpus([mine, flores], ["wol_Latn"], out, 2, 3, 0)
+    assert not out.exists()  # refused before anything was read
+    cfg = RunConfig(languages=["wol_Latn"])
+    cfg.corpus.sources = [mine, flores]
+    with pytest.raises(EvalSourceError):
+        run(cfg, RunDir(tmp_path / "run"))
+
+    # Declared the test split: all of it is the test split, none of it (nor its repeat) is trained on.
+    flores.split = "test"
+    stats = build_corpus([mine, flores], ["wol_Latn"], tmp_path / "test-only", 2, 3, 0)
+    split = {name: pq.read_table(tmp_path / "test-only" / "dataset" / f"{name}.parquet").to_pylist()
+             for name in ("train", "dev", "test")}
+    assert sorted(r["text"] for r in split["test"]) == [f"Benn waxtu {i} ci dëkk bi." for i in range(5)]
+    assert all(r["source"] == "mine" for r in split["train"] + split["dev"])
+    assert len(split["dev"]) == 2 and len(split["train"]) == 4  # 6 of mine, minus 2 for dev, minus the repeat
+    assert [(s["name"], s.get("split"), s["dropped"]["duplicate"]) for s in stats["sources"]] == [
+        ("mine", None, 1), ("flores", "test", 0)]  # listed in config order; flores merged first
+
+    # Said on purpose: split like any source.
+    flores.split = ""
+    stats = build_corpus([mine, flores], ["wol_Latn"], tmp_path / "allowed", 2, 3, 0, allow_eval_sources=True)
+    trained_on = pq.read_table(tmp_path / "allowed" / "dataset" / "train.parquet").to_pylist()
+    assert stats["splits"]["test"] == 3 and any(r["source"] == "flores" for r in trained_on)
+    with pytest.raises(ConfigError, match=r"corpus.sources\[0\].split must be test, dev or empty"):
+        config_from_dict({"languages": ["wol_Latn"], "corpus": {"sources": [
+            {"path": "x.txt", "language": "wol_Latn", "split": "train"}]}})

@@ -19,9 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from langkit.config import RunConfig, SourceConfig, config_from_dict
+from langkit.cli import main
+from langkit.config import ConfigError, RunConfig, SourceConfig, config_from_dict, save_config
 from langkit.corpus import COLUMNS, Record, build_corpus, read_source, run
-from langkit.corpus.build import DROP_REASONS
+from langkit.corpus.build import DROP_REASONS, EmptySplitError
 from langkit.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -375,6 +376,7 @@ def test_build_steps_follow_the_config(tmp_path: Path) -> None:
             "corpus": {
                 "dev_size": 0,
                 "test_size": 0,
+                "allow_empty": ["train"],  # both lines are dropped
                 "langid": {"enabled": False},
                 "pii": {"enabled": False},
                 "filters": {"min_chars": 100},
@@ -422,13 +424,52 @@ def test_too_few_pairs_warns_and_fills_test_first(tmp_path: Path, caplog: pytest
     sources = [tsv_source(pairs_tsv(tmp_path / "wol.tsv", 7))]
     with caplog.at_level(logging.WARNING, logger="langkit"):
         stats = build_corpus(
-            sources, ["wol_Latn", "lin_Latn"], tmp_path / "out", dev_size=4, test_size=6, seed=0
+            sources, ["wol_Latn", "lin_Latn"], tmp_path / "out", dev_size=4, test_size=6, seed=0,
+            allow_empty=["train"],
         )
     assert stats["languages"]["wol_Latn"]["splits"] == {"train": 0, "dev": 1, "test": 6}
     assert stats["languages"]["lin_Latn"]["splits"] == {"train": 0, "dev": 0, "test": 0}
     assert stats["splits"] == {"train": 0, "dev": 1, "test": 6}
     assert any("wol_Latn: only 7 aligned pairs" in r.message for r in caplog.records)
     assert any("lin_Latn: no text kept" in r.message for r in caplog.records)
+
+
+def test_a_split_left_empty_fails_the_build_with_the_counts(tmp_path: Path) -> None:
+    # 10 pairs, 2 of them malformed (quarantined): the 8 left all go to dev and test, train gets nothing.
+    wol = pairs_tsv(tmp_path / "wol.tsv", 8)
+    write(wol, wol.read_text(encoding="utf-8") + "9\tno pivot column\n10\n")
+    sources = [tsv_source(wol)]
+    out = tmp_path / "out"
+    with pytest.raises(EmptySplitError) as err:
+        build_corpus(sources, ["wol_Latn"], out, dev_size=2, test_size=6, seed=0)
+    message = str(err.value)
+    assert "the train split is empty (splits: train 0, dev 2, test 6)" in message
+    assert "wol_Latn: read 10, kept 8 (8 aligned pairs), dropped 0 (none), quarantined 2" in message
+    assert "corpus.allow_empty: [train]" in message
+    # The counts are on disk for a look; the splits are not, so no later stage takes them for a dataset.
+    assert json.loads((out / "stats.json").read_text(encoding="utf-8"))["splits"] == {"train": 0, "dev": 2, "test": 6}
+    assert len(read_jsonl(out / "quarantine.jsonl")) == 2
+    assert not list((out / "dataset").glob("*.parquet"))
+
+    # Asked for: the same build goes through.
+    stats = build_corpus(sources, ["wol_Latn"], out, dev_size=2, test_size=6, seed=0, allow_empty=["train"])
+    assert stats["splits"] == {"train": 0, "dev": 2, "test": 6}
+
+    # Monolingual text only: no pair to hold out, so dev and test stay empty; fine when their sizes are 0.
+    mono = [SourceConfig(str(write(tmp_path / "wol.txt", "Nanga def\nMaa ngi fi\n")), "text", "wol_Latn")]
+    with pytest.raises(EmptySplitError, match=r"the dev and test splits are empty \(splits: train 2, dev 0, test 0\)"):
+        build_corpus(mono, ["wol_Latn"], tmp_path / "mono", dev_size=1, test_size=1, seed=0)
+    assert build_corpus(mono, ["wol_Latn"], tmp_path / "mono", 0, 0, 0)["splits"] == {"train": 2, "dev": 0, "test": 0}
+
+    # From the command line: the config key, and a failing exit status with the counts.
+    cfg = RunConfig(languages=["wol_Latn"])
+    cfg.corpus.sources, cfg.corpus.dev_size, cfg.corpus.test_size = sources, 2, 6
+    config = tmp_path / "run.yaml"
+    save_config(cfg, config)
+    assert main(["-q", "corpus", "build", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert main(["-q", "corpus", "build", str(config), "--out", str(tmp_path / "run"), "corpus.allow_empty=[train]"]) == 0
+    with pytest.raises(ConfigError, match="corpus.allow_empty: unknown split"):
+        config_from_dict({"corpus": {"allow_empty": ["validation"]}})
 
 
 def test_parquet_output_loads_with_datasets_with_exact_columns(tmp_path: Path, hf_cache: Path) -> None:

@@ -38,6 +38,7 @@ def build_from_config(cfg: RunConfig, out_dir: str | Path, **overrides: Any) -> 
         release=c.release, allow_restricted=c.allow_restricted,
         normalization=c.normalize, pii=c.pii, filters=c.filters, langid=c.langid, dedup=c.dedup,
         workers=c.workers, only_source=c.only_source, executor=c.executor,
+        allow_eval_sources=c.allow_eval_sources, allow_empty=c.allow_empty,
     )  # fmt: skip
     options.update(overrides)
     return build_corpus(c.sources, cfg.languages, Path(out_dir), c.dev_size, c.test_size, c.seed, **options)

@@ -14,11 +14,14 @@ similarity to a record kept before, in any source of the language; the dropped r
 record are stored with it (the ``normalization`` column; ``pivot:`` for the pivot text), and counted
 per language in ``stats.json`` with before/after samples of each rule.
 
-Once every source is read, each language's kept records are split (:func:`held_out`), and the
-train split is decontaminated: a training record whose text or pivot overlaps a dev or test text of
+Once every source is read, each language's kept records are split (:func:`held_out`; the records of a
+source declared ``split: test`` or ``dev`` all go to that split, and such sources are merged first, so a
+training record that repeats one of them is the one dropped as a duplicate), and the train split is
+decontaminated: a training record whose text or pivot overlaps a dev or test text of
 any language, or a segment of ``corpus.dedup.decontaminate_against``, moves from kept to dropped
 (``decontaminated``, with the overlapping words and where they come from). The held-out splits are
-chosen before that filter, so dev and test keep their sizes.
+chosen before that filter, so dev and test keep their sizes. A split left empty fails the build with the
+counts (:class:`EmptySplitError`), unless the config asked for it to be empty.
 
 Two phases, so that the work spreads over cores and machines and memory stays flat:
 
@@ -68,7 +71,7 @@ from langkit.config import (
 from langkit.corpus.card import write_dataset_card
 from langkit.corpus.dedup import Decontaminator, Match, NearDuplicateIndex
 from langkit.corpus.filters import FILTER_REASONS
-from langkit.corpus.licences import check_release, resolve_sources
+from langkit.corpus.licences import check_eval_sources, check_release, resolve_sources
 from langkit.corpus.normalize import FLAGS, RULES, Normalizer
 from langkit.corpus.pii import PLACEHOLDERS
 from langkit.corpus.readers import check_source, source_name
@@ -87,8 +90,8 @@ from langkit.corpus.shards import (
 from langkit.corpus.stores import DigestSet
 from langkit.utils import get_logger, write_json
 
-__all__ = ["COLUMNS", "CRASH_ENV", "DROP_REASONS", "SPLITS", "WORK_DIR", "Example", "build_corpus", "held_out",
-           "write_split"]  # fmt: skip
+__all__ = ["COLUMNS", "CRASH_ENV", "DROP_REASONS", "SPLITS", "WORK_DIR", "EmptySplitError", "Example", "build_corpus",
+           "held_out", "write_split"]  # fmt: skip
 
 log = get_logger("corpus")
 
@@ -272,6 +275,8 @@ class _LanguageSteps:
     reports: list[dict[str, Any]] = field(init=False, default_factory=list)
     kept: int = field(init=False, default=0)
     pairs: array = field(init=False, default_factory=lambda: array("q"))  # kept numbers of the pairs
+    assigned: dict[str, array] = field(init=False, default_factory=dict)
+    """Split name -> kept numbers of the records of sources declared ``split: dev`` / ``test``."""
     spool: ParquetRows = field(init=False)
 
     def __post_init__(self) -> None:
@@ -284,8 +289,10 @@ class _LanguageSteps:
                 signature_file=self.merge_dir / f"signatures-{self.language}.bin",
             )  # fmt: skip
 
-    def keep(self, values: tuple[Any, ...], is_pair: bool) -> None:
-        if is_pair:
+    def keep(self, values: tuple[Any, ...], is_pair: bool, split: str = "") -> None:
+        if split:
+            self.assigned.setdefault(split, array("q")).append(self.kept)
+        elif is_pair:
             self.pairs.append(self.kept)
         self.spool.append(values)
         self.kept += 1
@@ -359,6 +366,21 @@ def held_out(
     return set(order[test_size : test_size + dev_size]), set(order[:test_size])
 
 
+def _choose_held_out(steps: _LanguageSteps, dev_size: int, test_size: int, seed: int) -> tuple[set[int], set[int]]:
+    """A language's dev and test numbers: a split that has sources declared for it (``split: dev`` /
+    ``test``) is exactly their records; any other is drawn by :func:`held_out` from the remaining pairs."""
+    dev_fixed, test_fixed = steps.assigned.get("dev", array("q")), steps.assigned.get("test", array("q"))
+    dev, test = held_out(
+        steps.pairs, steps.language, 0 if "dev" in steps.assigned else dev_size,
+        0 if "test" in steps.assigned else test_size, seed,
+    )  # fmt: skip
+    return dev | set(dev_fixed), test | set(test_fixed)
+
+
+class EmptySplitError(ValueError):
+    """A build left a split empty that the config did not ask to be empty."""
+
+
 def plan_shards(
     sources: list[SourceConfig],
     languages: list[str],
@@ -366,11 +388,13 @@ def plan_shards(
     out_dir: Path,
     release: bool = True,
     allow_restricted: bool = False,
+    allow_eval_sources: bool = False,
 ) -> tuple[list[SourceConfig], dict[str, Path]]:
     """The sources a build reads (those of ``languages``, licences resolved, checked) and the shard
     each one writes under ``out_dir/.work/``. Raises before anything is read: licences (filled from the
-    catalogue cards, gated when the corpus is meant for ``release``), files, columns, aligned lengths,
-    names, the decontamination files."""
+    catalogue cards, gated when the corpus is meant for ``release``), evaluation sets to be trained on
+    (cards marked ``eval_only``, unless declared ``split: test``/``dev`` or ``allow_eval_sources``),
+    files, columns, aligned lengths, names, the decontamination files."""
     selected: list[SourceConfig] = []
     for i, source in enumerate(sources):
         source.check(f"corpus.sources[{i}]")
@@ -385,6 +409,7 @@ def plan_shards(
     # Fail before reading anything, not after an hour on the first sources.
     selected = resolve_sources(selected)
     check_release(selected, release, allow_restricted)
+    check_eval_sources(selected, allow_eval_sources)
     for source in selected:
         check_source(source)
     names = Counter(source_name(s) for s in selected)
@@ -417,6 +442,8 @@ def build_corpus(
     workers: int = 0,
     only_source: str = "",
     executor: str = "local",
+    allow_eval_sources: bool = False,
+    allow_empty: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Read ``sources`` (those whose language is in ``languages``), write into ``out_dir``:
     ``dataset/{train,dev,test}.parquet``, ``stats.json``, ``dropped.jsonl`` and ``quarantine.jsonl``,
@@ -433,6 +460,12 @@ def build_corpus(
     uninterrupted one; a build that finishes removes them. With ``only_source`` (a source name) only
     that source's shard is written: one job per source on a scheduler, then one build without it to
     merge. Every file is written under a temporary name and renamed into place.
+
+    A source whose catalogue card marks it as an evaluation set is refused unless declared ``split:
+    test``/``dev`` or ``allow_eval_sources``. A split left empty raises :class:`EmptySplitError` with the
+    counts (``stats.json``, ``dropped.jsonl`` and ``quarantine.jsonl`` are written, the split files are
+    not), unless it is in ``allow_empty`` or asked for (``dev_size`` / ``test_size`` 0 and no source
+    declared for it); the shards are kept, so the rerun only merges.
     Returns the stats written to ``stats.json``."""
     if executor not in EXECUTORS:
         raise ValueError(f"corpus.executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
@@ -442,7 +475,7 @@ def build_corpus(
         normalization or NormalizeConfig(), pii or PiiConfig(), filters or FilterConfig(), langid or LangIdConfig(),
         dedup,
     )  # fmt: skip
-    selected, shards = plan_shards(sources, languages, steps, out_dir, release, allow_restricted)
+    selected, shards = plan_shards(sources, languages, steps, out_dir, release, allow_restricted, allow_eval_sources)
     work_dir = out_dir / WORK_DIR
     if only_source:
         if only_source not in shards:
@@ -466,7 +499,7 @@ def build_corpus(
             shards[only_source],
         )
         return {"shard": str(shards[only_source])}
-    result = _merge(selected, shards, languages, out_dir, dev_size, test_size, seed, steps)
+    result = _merge(selected, shards, languages, out_dir, dev_size, test_size, seed, steps, allow_empty)
     _clean_work_dir(work_dir)
     return result
 
@@ -480,8 +513,10 @@ def _merge(
     test_size: int,
     seed: int,
     steps: Steps,
+    allow_empty: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The global steps over the finished shards, in source order; writes every output."""
+    """The global steps over the finished shards, in source order (sources declared for a held-out split
+    first); writes every output."""
     # A merge killed part-way leaves its temporary files next to the outputs (atomic writes rename them
     # into place only when whole): remove them, so that a rerun leaves exactly an uninterrupted build's files.
     for stale in out_dir.rglob(".*.tmp"):
@@ -493,22 +528,23 @@ def _merge(
     merge_dir.mkdir(parents=True)
     state = {language: _LanguageSteps(language, merge_dir, dedup) for language in languages}
     source_stats: list[dict[str, Any]] = []
+    # Held-out sources first: against an evaluation set, the training record is the duplicate to drop.
+    order = sorted(range(len(selected)), key=lambda i: (not selected[i].split, i))
     with (
         atomic_file(out_dir / "dropped.jsonl") as dropped_file,
         atomic_file(out_dir / "quarantine.jsonl") as quarantine_file,
     ):
-        for source in selected:
+        for i in order:
+            source = selected[i]
             stats = _merge_one(source, shards[source_name(source)], state[source.language], dropped_file,
                                quarantine_file)  # fmt: skip
             source_stats.append(stats)
+        source_stats.sort(key=lambda st: [source_name(s) for s in selected].index(st["name"]))
         for language_steps in state.values():
             language_steps.close()
         # The held-out pairs are chosen first, then the train split is filtered against them (and the
         # other evaluation texts): dev and test keep their sizes, and dropped.jsonl is still open.
-        chosen = {
-            language: held_out(state[language].pairs, language, dev_size, test_size, seed)
-            for language in languages
-        }
+        chosen = {language: _choose_held_out(state[language], dev_size, test_size, seed) for language in languages}
         decontaminator = _held_out_pass(state, chosen, dedup)
         counts = _write_splits(state, chosen, decontaminator, out_dir / "dataset", source_stats, dropped_file)
     for st in source_stats:
@@ -550,9 +586,33 @@ def _merge(
         },
     }
     write_json(out_dir / "stats.json", result)
+    declared = {s.split for s in selected if s.split}
+    asked = {name for name, size in (("dev", dev_size), ("test", test_size)) if size == 0 and name not in declared}
+    if empty := [name for name in SPLITS if not totals[name] and name not in {*allow_empty, *asked}]:
+        for name in SPLITS:  # not a dataset: nothing downstream may take it for one
+            (out_dir / "dataset" / f"{name}.parquet").unlink(missing_ok=True)
+        raise EmptySplitError(_empty_split_message(empty, totals, language_stats, out_dir))
     write_dataset_card(out_dir, result)
     log.info("corpus written to %s: %s", out_dir, ", ".join(f"{n} {totals[n]}" for n in SPLITS))
     return result
+
+
+def _empty_split_message(empty: list[str], totals: dict[str, int], language_stats: dict[str, Any],
+                         out_dir: Path) -> str:
+    lines = []
+    for language, st in language_stats.items():
+        dropped = ", ".join(f"{reason} {n}" for reason, n in st["dropped"].items() if n) or "none"
+        lines.append(f"{language}: read {st['read']}, kept {st['kept']} ({st['pairs']} aligned pairs), dropped "
+                     f"{sum(st['dropped'].values())} ({dropped}), quarantined {st['quarantined']}")
+    hints = []
+    if "train" in empty:
+        hints.append("every kept record went to dev/test or was dropped: add text, lower corpus.dev_size/test_size")
+    if {"dev", "test"} & set(empty):
+        hints.append("dev and test are drawn from aligned pairs (text with a pivot): the sources gave too few")
+    return (f"corpus: the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty (splits: "
+            + ", ".join(f"{n} {totals[n]}" for n in SPLITS) + "); " + "; ".join(lines) + ". "
+            + "; ".join(hints) + f". The counts are in {out_dir / 'stats.json'}, the records in dropped.jsonl and "
+            f"quarantine.jsonl. If the split should be empty, say so: corpus.allow_empty: [{', '.join(empty)}]")
 
 
 def _merge_one(
@@ -645,6 +705,7 @@ def _merge_one(
                     (key, language, text, pivot_language if pivot else "", pivot, name, source.license, source.path,
                      item["line"], tags),
                     bool(pivot),
+                    source.split,
                 )  # fmt: skip
                 n_kept += 1
             steps.seen.flush()
@@ -673,6 +734,7 @@ def _merge_one(
         "license": source.license,
         "redistribution": source.redistribution,
         "card": source.card,
+        **({"split": source.split} if source.split else {}),  # declared held out: all of it in that split
         "read": read,
         "kept": n_kept,
         "dropped": dict(dropped),

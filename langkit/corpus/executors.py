@@ -119,7 +119,8 @@ def slurm_executors(
     c = cfg.corpus
     out_dir = Path(out_dir)
     steps = Steps(c.normalize, c.pii, c.filters, c.langid, c.dedup)
-    sources, shards = plan_shards(c.sources, cfg.languages, steps, out_dir, c.release, c.allow_restricted)
+    sources, shards = plan_shards(c.sources, cfg.languages, steps, out_dir, c.release, c.allow_restricted,
+                                  c.allow_eval_sources)
     logging_dir = Path(logging_dir)
     shard_job = SlurmPipelineExecutor(
         pipeline=[CorpusShards(sources, shards, steps)],

@@ -6,6 +6,9 @@ its catalogue card (``card:``), else inferred from the licence identifier. A cor
 release (``corpus.release: true``, the default) refuses ``non-commercial`` and ``no-redistribution``
 sources before anything is read, unless ``corpus.allow_restricted: true``. A source whose terms are
 unknown is let through with a warning, and the dataset card says its licence is unknown.
+
+The same gate refuses to train on a benchmark: a source whose card marks it as an evaluation set
+(``eval_only``) must be declared ``split: test`` (or ``dev``) unless ``corpus.allow_eval_sources: true``.
 """
 
 from __future__ import annotations
@@ -125,4 +128,35 @@ def check_release(sources: list[SourceConfig], release: bool, allow_restricted: 
         f"corpus.release is true but these sources may not be redistributed freely: {listing}. Remove "
         "them, set corpus.release: false for a private corpus, or corpus.allow_restricted: true if you "
         "have permission (nothing was read)"
+    )
+
+
+class EvalSourceError(ValueError):
+    """A source whose catalogue card marks it as an evaluation set would be trained on."""
+
+
+def check_eval_sources(sources: list[SourceConfig], allow_eval_sources: bool,
+                       cards: list[SourceCard] | None = None) -> None:
+    """Refuse sources whose card marks them as an evaluation set (``eval_only``) unless they are declared
+    held-out (``split: test`` or ``dev``) or ``allow_eval_sources`` says to split them like any other."""
+    flagged = []
+    for source in sources:
+        if not source.card or source.split:
+            continue
+        if cards is None:
+            cards = load_catalog()
+        card = find_card(cards, source.card)
+        if card.eval_only:
+            flagged.append((source, card))
+    if not flagged:
+        return
+    listing = "; ".join(f"{source_name(s)!r} (card {c.id}: {c.name})" for s, c in flagged)
+    if allow_eval_sources:
+        log.warning("corpus.allow_eval_sources: evaluation sets split into train like any source: %s", listing)
+        return
+    raise EvalSourceError(
+        f"these corpus sources are evaluation sets by their catalogue card, never to be trained on: {listing}. "
+        "Declare each one `split: test` (all its records go to the test split; `split: dev` for the dev "
+        "split), or set corpus.allow_eval_sources: true to split it into train/dev/test like any source "
+        "(nothing was read)"
     )
