@@ -493,7 +493,13 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """How many of the most recent checkpoints to keep."""
     resume: bool = True
-    """Continue from the last checkpoint in the run directory when there is one."""
+    """Continue from the last checkpoint in the run directory when there is one, if it was trained with the
+    same settings (every train key that shapes the result, the languages, the train split and the tokenizer);
+    a rerun with other settings is refused, naming the keys. ``false`` starts over (the checkpoints and log
+    are removed)."""
+    resume_changed: bool = False
+    """Resume on purpose even though settings differ from the checkpoint's: the later steps use the new ones,
+    and ``metadata.json`` records which keys changed at which step (``settings_changed``)."""
     seed: int = 0
     """Seed of model initialisation (tiny), data order and LoRA initialisation."""
     attention: str = "eager"

@@ -8,10 +8,13 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from langkit.config import RunConfig, save_config
+import yaml
+
+from langkit.config import RunConfig
 from langkit.rundir import RunDir
-from langkit.utils import get_logger, write_json
+from langkit.utils import atomic_write_text, get_logger, write_json
 
 log = get_logger("pipeline")
 
@@ -37,12 +40,30 @@ def default_run_dir(cfg: RunConfig, base: str | Path = "runs") -> Path:
 
 
 def prepare_run_dir(cfg: RunConfig, out: str | Path) -> RunDir:
-    """Create the run directory and write the resolved config into it."""
+    """Create the run directory. Its ``config.yaml`` is written by :func:`record_config` once a stage has
+    run, never before: a stage that refuses or fails leaves it saying what the run's outputs were made with."""
     run_dir = RunDir(Path(out))
     run_dir.root.mkdir(parents=True, exist_ok=True)
-    if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch / torchrun, one process writes
-        save_config(cfg, run_dir.config)
     return run_dir
+
+
+def record_config(cfg: RunConfig, run_dir: RunDir, stage: str) -> None:
+    """After ``stage`` ran with ``cfg``: write its section of ``config.yaml`` (and the top-level keys), keeping
+    the sections of the stages it did not run as the file had them, so that the file says what made each
+    stage's outputs. Under ``accelerate launch`` / ``torchrun`` one process writes."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    new = cfg.to_dict()
+    old: dict[str, Any] = {}
+    if run_dir.config.is_file():
+        loaded = yaml.safe_load(run_dir.config.read_text(encoding="utf-8"))
+        old = loaded if isinstance(loaded, dict) else {}
+    # The stage's own section is new; another stage's section stays as it was recorded (new for a stage
+    # that has never been recorded, so that the file always reads as a whole config).
+    sections = set(STAGE_MODULES)
+    merged = {key: old[key] if key in sections and key != stage and key in old else value
+              for key, value in new.items()}
+    atomic_write_text(run_dir.config, yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
 
 
 def _check_processes(stages: Sequence[str]) -> None:
@@ -62,6 +83,7 @@ def run_stage(stage: str, cfg: RunConfig, out: str | Path) -> Path:
     start = time.perf_counter()
     log.info("stage %s -> %s", stage, run_dir.root)
     result = stage_runner(stage)(cfg, run_dir)
+    record_config(cfg, run_dir, stage)
     log.info("stage %s done in %.1f s", stage, time.perf_counter() - start)
     return result
 
@@ -75,6 +97,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, stages: Sequence[str] = tuple(
         start = time.perf_counter()
         log.info("=== %s ===", stage)
         stage_runner(stage)(cfg, run_dir)
+        record_config(cfg, run_dir, stage)
         timings[stage] = round(time.perf_counter() - start, 2)
         log.info("%s done in %.1f s", stage, timings[stage])
     if int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch / torchrun

@@ -31,6 +31,8 @@ Outputs, under ``RUN/train/``::
 
     adapter/                       adapter_model.safetensors + adapter_config.json (PeftModel.from_pretrained)
     checkpoints/step-NNNNNN/       the adapter + trainer_state.pt (optimizer, scheduler, RNG, data position)
+                                   + settings.json (what its steps were trained with; a rerun with other
+                                   settings is refused unless train.resume_changed)
     train_log.jsonl                one line per step: step, loss, lr, tokens, tokens_seen, grad_norm,
                                    examples, efficiency (non-padding share of the step's token slots), and
                                    with train.mix the examples of each kind
@@ -63,15 +65,20 @@ from langkit.train import energy
 from langkit.train.checkpoints import (
     ADAPTER_WEIGHTS,
     CHECKPOINT_PREFIX,
+    SETTINGS_FILE,
     TRAINER_STATE,
+    describe_changes,
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     read_log,
+    read_settings,
     rng_state,
     save_adapter,
     seed_everything,
     set_rng_state,
+    settings_changes,
+    train_settings,
 )
 from langkit.train.data import (
     KINDS,
@@ -114,16 +121,16 @@ from langkit.train.model import (
     prepare_model,
     tokenizer_size,
 )
-from langkit.utils import atomic_write_text, get_logger, progress, write_json
+from langkit.utils import atomic_write_text, get_logger, progress, sha256_file, write_json
 
 __all__ = [
     "ADAPTER_WEIGHTS", "ASSUMED_POWER_W", "ATTENTION_MODULES", "CHECKPOINT_PREFIX", "EXPERT_PARAMETERS", "KINDS",
-    "TRAINER_STATE", "Batch", "ExampleStream", "MixedStream", "TrainResult", "base_model_config",
+    "TRAINER_STATE", "Batch", "ExampleStream", "MixedStream", "SettingsChanged", "TrainResult", "base_model_config",
     "check_max_length", "check_vocabulary", "collate", "collate_packed", "count_parameters", "encode_records",
     "encode_records_with_kinds", "energy_estimate", "export_merged", "expert_lora", "fit", "list_checkpoints",
     "load_adapted_model", "load_examples", "load_training_data", "lora_config", "lr_factor", "make_optimizer",
-    "make_stream", "next_batch", "prepare_model", "read_records", "run", "save_adapter", "take_packed",
-    "tokenizer_size",
+    "make_stream", "next_batch", "prepare_model", "read_records", "resume_check", "run", "run_settings",
+    "save_adapter", "take_packed", "tokenizer_size",
 ]
 
 log = get_logger("train")
@@ -158,6 +165,63 @@ def make_optimizer(model: Any, train: TrainConfig) -> torch.optim.Optimizer:
     if rows:
         groups.append({"params": rows, "lr": train.embedding_learning_rate, "name": "new_token_rows"})
     return torch.optim.AdamW(groups, lr=train.learning_rate, weight_decay=train.weight_decay)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reruns: resume only what was trained with the same settings
+# --------------------------------------------------------------------------------------------------
+
+
+class SettingsChanged(ValueError):
+    """A rerun would resume a checkpoint trained with other settings."""
+
+
+def run_settings(cfg: RunConfig, run_dir: RunDir, processes: int) -> dict[str, Any]:
+    """The settings the train stage of ``cfg`` would train with in ``run_dir`` (see
+    :func:`langkit.train.checkpoints.train_settings`), the inputs named by their digests."""
+    inputs = {"inputs.train_split_sha256": sha256_file(run_dir.split("train")),
+              "inputs.tokenizer_sha256": sha256_file(run_dir.tokenizer_file)}
+    return train_settings(cfg.train, list(cfg.languages), processes, inputs)
+
+
+def resume_check(train: TrainConfig, checkpoints: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Before resuming from the last checkpoint in ``checkpoints``: the settings changes recorded so far
+    (each {"step", "changes"}), with this rerun's appended when ``train.resume_changed`` allows one. A rerun
+    whose ``settings`` differ from the checkpoint's raises :class:`SettingsChanged`, naming the keys and the
+    ways on, before anything is loaded or written. Nothing to resume (``train.resume`` false, no checkpoint):
+    an empty list."""
+    found = list_checkpoints(checkpoints)
+    if not train.resume or not found:
+        return []
+    step, path = found[-1]
+    recorded = read_settings(path)
+    if recorded is None:
+        log.warning("%s was written before langkit recorded training settings: its settings cannot be compared "
+                    "with this run's (train.resume=false starts over)", path)
+        return []
+    history: list[dict[str, Any]] = list(recorded.get("changes", []))
+    before = recorded["settings"]
+    # A key the checkpoint has no record of came with a later langkit: at its default it changes nothing.
+    defaults = train_settings(TrainConfig(), [], 1, {})
+    changes = {key: change for key, change in settings_changes(before, settings).items()
+               if key in before or key not in defaults or change["now"] != defaults[key]}
+    if not changes:
+        return history
+    where = f"{path} (step {step})"
+    if not train.resume_changed:
+        raise SettingsChanged(
+            f"train: this rerun's settings differ from those of the checkpoint it would resume, {where}: "
+            f"{describe_changes(changes)}. Nothing was trained or written. To train from scratch with the new "
+            f"settings: train.resume=false (removes the checkpoints and log of {checkpoints.parent}) or another "
+            "--out; to continue the checkpoint with the new settings on purpose: train.resume_changed=true "
+            "(metadata.json records the change); to continue it as it was: rerun with the settings in "
+            f"{path / SETTINGS_FILE}")
+    if step >= train.max_steps:
+        raise SettingsChanged(
+            f"train: {where} is at or past train.max_steps={train.max_steps}: no step is left to train with the "
+            f"changed settings ({describe_changes(changes)}), so nothing would use them. train.resume=false "
+            "starts over with them; a larger train.max_steps continues")
+    return [*history, {"step": step, "changes": changes}]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,6 +269,8 @@ class TrainResult:
     adapter_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     """The trainable tensors gathered from sharded training (FSDP, ZeRO-3) for the main process to save;
     None otherwise (the model holds them)."""
+    settings_changed: list[dict[str, Any]] = field(default_factory=list)
+    """Settings changed on purpose at a resume (``train.resume_changed``): each {"step", "changes"}."""
 
     @property
     def efficiency(self) -> float | None:
@@ -233,12 +299,14 @@ class TrainResult:
 
 
 def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Path, pad_id: int, *,
-        kinds: Sequence[str] | None = None, accelerator: Any = None) -> TrainResult:
+        kinds: Sequence[str] | None = None, accelerator: Any = None,
+        settings: dict[str, Any] | None = None) -> TrainResult:
     """Train ``model`` (a PeftModel) on ``examples`` for ``train.max_steps`` steps, logging into
     ``out_dir/train_log.jsonl`` and checkpointing into ``out_dir/checkpoints``; resumes from the last
     checkpoint there when ``train.resume``. ``kinds`` gives each example's kind (for ``train.mix``; all
-    ``translation`` when not given). Under several processes every process calls it; only the main one
-    writes."""
+    ``translation`` when not given). ``settings`` (:func:`run_settings`) are stored with every checkpoint,
+    and a checkpoint trained with other settings is not resumed (:func:`resume_check`). Under several
+    processes every process calls it; only the main one writes."""
     accelerator = accelerator or make_accelerator()
     main = accelerator.is_main_process
     rank, processes = accelerator.process_index, accelerator.num_processes
@@ -253,8 +321,12 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
     kinds_seen: Counter[str] = Counter()
     energy_before: dict[str, Any] | None = None
     found = list_checkpoints(checkpoints)
+    changed = resume_check(train, checkpoints, settings) if settings is not None else []
     accelerator.wait_for_everyone()  # every process has looked before the main one changes anything
     state: dict[str, Any] | None = None
+    if changed and changed[-1]["step"] == found[-1][0]:
+        log.warning("resuming %s with changed settings (train.resume_changed): %s", found[-1][1].name,
+                    describe_changes(changed[-1]["changes"]))
     if train.resume and found:
         resumed_from, path = found[-1]
         state = load_checkpoint(model, path)  # the adapter, into the model before it is wrapped
@@ -335,8 +407,10 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
                            "joules": spent["joules"]},
                 "processes": processes,
             }
-            save_adapter(model, checkpoints / f"{CHECKPOINT_PREFIX}{at:06d}", {TRAINER_STATE: trainer_state},
-                         state_dict=adapter)
+            extra: dict[str, Any] = {TRAINER_STATE: trainer_state}
+            if settings is not None:
+                extra[SETTINGS_FILE] = {"settings": settings, "changes": changed}
+            save_adapter(model, checkpoints / f"{CHECKPOINT_PREFIX}{at:06d}", extra, state_dict=adapter)
             prune_checkpoints(checkpoints, train.keep_checkpoints)
         accelerator.wait_for_everyone()
 
@@ -382,7 +456,7 @@ def fit(model: Any, examples: Sequence[Example], train: TrainConfig, out_dir: Pa
         adapter = trainable_state_dict(accelerator, wrapped)  # collective when sharded
     model.eval()
     return TrainResult(step, tokens_seen, wall, losses, resumed_from, slots_seen, spent,
-                       dict(kinds_seen) if train.mix else None, adapter)
+                       dict(kinds_seen) if train.mix else None, adapter, changed)
 
 
 def _machines(accelerator: Any) -> int:
@@ -427,6 +501,10 @@ def run(cfg: RunConfig, run_dir: RunDir) -> Path:
     base_config = base_model_config(train.model)
     check_vocabulary(tokenizer_size(tokenizer), int(base_config.vocab_size), new_tokens)
     check_max_length(train, base_config)
+    # A rerun that would resume a checkpoint trained with other settings stops here, before anything is
+    # loaded or written (the run's metadata.json and adapter keep describing what was trained).
+    settings = run_settings(cfg, run_dir, accelerator.num_processes)
+    resume_check(train, run_dir.checkpoints, settings)
     examples, kinds = load_training_data(split, tokenizer, cfg.languages, train)
     log.info("%d training examples from %s (%s): %s", len(examples), split, ", ".join(cfg.languages),
              ", ".join(f"{n} {k}" for k, n in sorted(Counter(kinds).items())))
@@ -437,7 +515,8 @@ def run(cfg: RunConfig, run_dir: RunDir) -> Path:
         log.info("%d processes (%s): global batch %d = train.batch_size %d x %d", accelerator.num_processes,
                  distributed_kind(accelerator), train.batch_size * accelerator.num_processes, train.batch_size,
                  accelerator.num_processes)
-    result = fit(model, examples, train, run_dir.train, pad_id, kinds=kinds, accelerator=accelerator)
+    result = fit(model, examples, train, run_dir.train, pad_id, kinds=kinds, accelerator=accelerator,
+                 settings=settings)
 
     if main:
         save_adapter(model, run_dir.adapter, state_dict=result.adapter_state)
@@ -482,6 +561,9 @@ def run(cfg: RunConfig, run_dir: RunDir) -> Path:
             "dtype": train.dtype,
             "seed": train.seed,
             "resumed_from": result.resumed_from,
+            # Settings changed on purpose at a resume (train.resume_changed): the steps before each change
+            # used its "checkpoint" values. Empty: every step used the settings above.
+            "settings_changed": result.settings_changed,
             "device": str(accelerator.device),
             "energy": result.energy,
         })

@@ -1,8 +1,10 @@
 """Checkpoints of the train stage: the adapter and the trainer state, written atomically, keep-last-N.
 
 A checkpoint is a folder ``checkpoints/step-NNNNNN/`` holding the adapter (safetensors, as
-``PeftModel.save_pretrained`` writes it) and ``trainer_state.pt`` (optimizer, scheduler, RNG states, the data
-stream's position, counters). It is written under a hidden temporary name and renamed into place, so a
+``PeftModel.save_pretrained`` writes it), ``trainer_state.pt`` (optimizer, scheduler, RNG states, the data
+stream's position, counters) and ``settings.json`` (what the steps so far were trained with: the train keys
+that shape the result, the languages, and the SHA-256 of the train split and tokenizer; a run resumes from
+it only with the same settings, see :func:`settings_changes`). It is written under a hidden temporary name and renamed into place, so a
 folder under its final name is always whole; a crashed run leaves at most a hidden folder, removed on the
 next start. Only the main process writes.
 """
@@ -23,6 +25,11 @@ from langkit.utils import replace_dir, temp_dir
 
 CHECKPOINT_PREFIX = "step-"
 TRAINER_STATE = "trainer_state.pt"
+SETTINGS_FILE = "settings.json"
+FREE_KEYS = ("resume", "resume_changed", "save_every", "keep_checkpoints", "merged_export", "gradient_checkpointing")
+"""Train keys a resumed run may change freely: they decide when and where things are written, or trade
+memory for compute, never what the steps compute. ``batch_size`` is compared as the global batch
+(``batch_size`` x processes), so a run may resume on another number of processes."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -57,7 +64,8 @@ def seed_everything(seed: int) -> None:
 def save_adapter(model: Any, dest: Path, extra: dict[str, Any] | None = None,
                  state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Save the adapter (safetensors) into ``dest`` atomically: into a temp folder, then renamed.
-    ``extra`` objects are ``torch.save``d next to it under their key as file name. ``state_dict``: the
+    ``extra`` objects are written next to it under their key as file name (``torch.save``, or JSON for a
+    ``.json`` name). ``state_dict``: the
     trainable tensors gathered from sharded training (FSDP, ZeRO-3), under the PeftModel's names; without
     it, the model's own tensors are saved."""
     tmp = temp_dir(dest)
@@ -65,9 +73,33 @@ def save_adapter(model: Any, dest: Path, extra: dict[str, Any] | None = None,
     # by resize_for_new_tokens on load, so never save the whole embeddings ("auto" would, at 2 x V x H).
     kwargs: dict[str, Any] = {"state_dict": state_dict} if state_dict is not None else {}
     model.save_pretrained(str(tmp), safe_serialization=True, save_embedding_layers=False, **kwargs)
+    _stable_adapter_config(model, tmp)
     for name, obj in (extra or {}).items():
-        torch.save(obj, tmp / name)
+        if name.endswith(".json"):  # small facts a person (or a rerun) reads without loading torch state
+            (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n", "utf-8")
+        else:
+            torch.save(obj, tmp / name)
     return replace_dir(tmp, dest)
+
+
+def _stable_adapter_config(model: Any, folder: Path) -> None:
+    """Rewrite ``adapter_config.json`` so that identical runs write identical bytes: PEFT holds some fields
+    (``target_modules``, ``exclude_modules``) as sets and writes them in set order, which changes with each
+    process's string hashing (PYTHONHASHSEED). Those lists are sorted; every other list keeps its order
+    (``target_parameters``' order decides the saved keys)."""
+    import dataclasses
+
+    path = folder / "adapter_config.json"
+    configs = getattr(model, "peft_config", None)
+    if not path.is_file() or not isinstance(configs, dict) or "default" not in configs:
+        return
+    unordered = [f.name for f in dataclasses.fields(configs["default"])
+                 if isinstance(getattr(configs["default"], f.name), (set, frozenset))]
+    data = json.loads(path.read_text("utf-8"))
+    for key in unordered:
+        if isinstance(data.get(key), list):
+            data[key] = sorted(data[key], key=str)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True), "utf-8")
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -112,3 +144,52 @@ def read_log(path: Path, up_to: int) -> list[dict[str, Any]]:
         return []
     rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
     return [r for r in rows if r["step"] <= up_to]
+
+
+# --------------------------------------------------------------------------------------------------
+# The settings a checkpoint was trained with, and what a rerun changes
+# --------------------------------------------------------------------------------------------------
+
+
+def train_settings(train: Any, languages: list[str], processes: int, inputs: dict[str, str]) -> dict[str, Any]:
+    """What shapes the steps of a run, as flat dotted keys: every ``train.`` key but :data:`FREE_KEYS`
+    (``batch_size`` as ``train.global_batch_size``), ``languages``, and ``inputs`` (a file's name -> its
+    SHA-256: the train split and the tokenizer the examples were encoded with)."""
+    import dataclasses
+
+    settings: dict[str, Any] = {"languages": list(languages)}
+    for key, value in sorted(dataclasses.asdict(train).items()):
+        if key in FREE_KEYS:
+            continue
+        if key == "batch_size":
+            key, value = "global_batch_size", value * processes
+        settings[f"train.{key}"] = value
+    settings.update(inputs)
+    # Through JSON and back, so that what is compared is what settings.json holds (tuples become lists...).
+    return dict(json.loads(json.dumps(settings)))
+
+
+def read_settings(checkpoint: Path) -> dict[str, Any] | None:
+    """``settings.json`` of a checkpoint: {"settings": ..., "changes": [...]}; None for a checkpoint written
+    before langkit recorded them."""
+    path = checkpoint / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text("utf-8"))
+    return data
+
+
+def settings_changes(before: dict[str, Any], now: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The keys whose values differ: key -> {"checkpoint": value there, "now": value now} (absent: None)."""
+    return {key: {"checkpoint": before.get(key), "now": now.get(key)}
+            for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)}
+
+
+def describe_changes(changes: dict[str, dict[str, Any]]) -> str:
+    def short(value: Any) -> str:
+        if isinstance(value, str) and len(value) == 64:  # a SHA-256: its first 12 digits tell them apart
+            return f"sha256 {value[:12]}..."
+        return json.dumps(value, ensure_ascii=False)
+
+    return "; ".join(f"{key}: {short(c['checkpoint'])} in the checkpoint, {short(c['now'])} now"
+                     for key, c in changes.items())
