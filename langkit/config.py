@@ -380,8 +380,9 @@ class TokenizerConfig:
     """Stage 2: measure the base tokenizer and extend it with BPE merges learned from the corpus."""
 
     base: str = "openai/gpt-oss-20b"
-    """Local tokenizer/model folder or Hub id; with no network the o200k_harmony vocabulary is rebuilt
-    offline from the quicktok-v1 package."""
+    """Local tokenizer/model folder or Hub id. gpt-oss's ids are never downloaded: found in the Hugging Face
+    cache, or rebuilt offline (o200k_harmony, id for id) from the quicktok-v1 package; another Hub id is
+    downloaded when the Hub answers."""
     budget: int = 256
     """Number of new tokens (merges) to add, shared across the languages."""
     min_frequency: int = 1

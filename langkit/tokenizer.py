@@ -1,8 +1,8 @@
 """Stage 2: the gpt-oss tokenizer, its "tokenization tax" per language, and its extension.
 
 * :func:`load_base_tokenizer` gives the real o200k_harmony tokenizer (201,088 ids): from a local model
-  folder, from the Hub when it can be reached, or rebuilt offline from the o200k_base vocabulary that the
-  ``quicktok-v1`` package ships, checked against the SHA-256 that tiktoken itself checks.
+  folder or the Hugging Face cache, else rebuilt offline (never downloaded) from the o200k_base vocabulary
+  that the ``quicktok-v1`` package ships, checked against the SHA-256 that tiktoken itself checks.
 * :func:`fertility` measures what a tokenizer costs on a text: tokens per word, characters per token.
 * :func:`extend_tokenizer` learns new BPE merges on the target-language text, *continuing* gpt-oss's
   own merges: each new token gets an id from 201,088 up and a merge appended after all the base merges,
@@ -202,14 +202,38 @@ def offline_tokenizer_dir() -> Path:
     return out
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+"""How long to wait for the Hub to accept a connection before a tokenizer that only the Hub has is given up
+(instead of the Hugging Face client's retries with back-off, about 50 s offline)."""
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hub (``HF_ENDPOINT``) accepts a TCP connection within ``timeout`` seconds."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def load_base_tokenizer(name: str = "openai/gpt-oss-20b") -> Any:
-    """The gpt-oss tokenizer, from the first place that has it:
+    """The gpt-oss tokenizer, from the first place that has it, going to the network only for what cannot
+    be had without it:
 
     1. ``name`` is a local folder holding a tokenizer (a downloaded model, or an earlier langkit output);
     2. ``name`` is a Hub id found in the local Hugging Face cache;
-    3. ``name`` is a Hub id and the Hub answers (skipped when ``HF_HUB_OFFLINE`` is set);
-    4. ``name`` is a gpt-oss id (or ``o200k_harmony``): rebuilt offline from quicktok-v1 and cached. The
-       rebuild is tested id for id against a reference encoder, so a sovereign deployment loses nothing.
+    3. ``name`` is a gpt-oss id (or ``o200k_harmony``): rebuilt offline from quicktok-v1 and cached, never
+       downloaded. The rebuild is tested id for id against a reference encoder, so nothing is lost (to use
+       the Hub's own files, download them into the cache first: ``hf download openai/gpt-oss-20b``);
+    4. any other Hub id: from the Hub, unless ``HF_HUB_OFFLINE`` is set or the Hub does not accept a
+       connection within :data:`HUB_PROBE_TIMEOUT_S`, in which case an ``OSError`` says so at once.
     """
     from huggingface_hub import constants
     from transformers import AutoTokenizer
@@ -222,19 +246,18 @@ def load_base_tokenizer(name: str = "openai/gpt-oss-20b") -> Any:
         return AutoTokenizer.from_pretrained(name, local_files_only=True)
     except (OSError, ValueError):
         pass
-    if not constants.HF_HUB_OFFLINE:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name)
-            log.info("loaded tokenizer %s from the Hub", name)
-            return tokenizer
-        except (OSError, ValueError) as err:
-            if name not in GPT_OSS_HUB_IDS:
-                raise
-            log.info("%s: the Hub did not answer (%s); using the offline rebuild", name, type(err).__name__)
     if name in GPT_OSS_HUB_IDS:
         return AutoTokenizer.from_pretrained(str(offline_tokenizer_dir()))
-    raise OSError(f"tokenizer {name!r} is not a local folder, not in the Hugging Face cache, and the Hub is "
-                  "offline (HF_HUB_OFFLINE); langkit can rebuild only gpt-oss's own tokenizer offline")
+    where = f"tokenizer {name!r} is not a local folder and not in the Hugging Face cache"
+    if constants.HF_HUB_OFFLINE:
+        raise OSError(f"{where}, and the Hub is off (HF_HUB_OFFLINE); langkit rebuilds only gpt-oss's own "
+                      "tokenizer offline")
+    if not hub_reachable():
+        raise OSError(f"{where}, and the Hub ({constants.ENDPOINT}) did not answer within "
+                      f"{HUB_PROBE_TIMEOUT_S:g} s; langkit rebuilds only gpt-oss's own tokenizer offline")
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    log.info("loaded tokenizer %s from the Hub", name)
+    return tokenizer
 
 
 # --------------------------------------------------------------------------------------------------

@@ -217,6 +217,52 @@ def test_cli_rejects_bad_text_argument(capsys):
     assert "unknown language code" in capsys.readouterr().err
 
 
+@pytest.fixture
+def online_but_no_network(monkeypatch):
+    """As outside ``make``: HF_HUB_OFFLINE unset, on a machine that cannot reach the Hub. Every attempt to
+    open a connection (or look a host name up) is recorded and refused at once."""
+    import socket
+
+    from huggingface_hub import constants
+
+    attempts: list[object] = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[0] if args else kwargs)
+        raise OSError("no network here")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    return attempts
+
+
+def test_stats_outside_make_checks_arguments_first_and_never_calls_the_hub(online_but_no_network, tmp_path, capsys):
+    assert main(["-q", "tokenizer", "stats", "--text", f"wol_Latn:{tmp_path / 'missing.txt'}"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Jërëjëf\n".encode("latin-1"))
+    assert main(["-q", "tokenizer", "stats", "--text", f"wol_Latn:{latin1}"]) == 2
+    assert "not UTF-8 text" in capsys.readouterr().err
+    # gpt-oss's tokenizer is rebuilt offline (the same ids): no reason to ask the Hub for it.
+    wol = tmp_path / "wol.txt"
+    wol.write_text("Nanga def? Maa ngi fi rekk.\n", encoding="utf-8")
+    assert main(["-q", "tokenizer", "stats", "--text", f"wol_Latn:{wol}", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokenizers"] == {"openai/gpt-oss-20b": BASE_VOCAB_SIZE}
+    assert online_but_no_network == []
+
+
+def test_a_tokenizer_only_the_hub_has_fails_fast_and_quietly(online_but_no_network, tmp_path, capsys, caplog):
+    wol = tmp_path / "wol.txt"
+    wol.write_text("Nanga def?\n", encoding="utf-8")
+    assert main(["tokenizer", "stats", "--tokenizer", "some-org/some-tokenizer", "--text", f"wol_Latn:{wol}"]) == 2
+    err = capsys.readouterr().err
+    assert "'some-org/some-tokenizer' is not a local folder and not in the Hugging Face cache" in err
+    assert "did not answer within 3 s" in err
+    assert len(online_but_no_network) == 1  # one look, no retries
+    assert "Retrying" not in err + caplog.text
+
+
 def test_text_files_that_are_not_utf8_or_empty_are_refused_by_name(tmp_path, capsys):
     latin1 = tmp_path / "wol_latin1.txt"
     latin1.write_bytes("Nanga def\nJërëjëf, ba beneen\n".encode("latin-1"))
