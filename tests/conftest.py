@@ -2,7 +2,29 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Every cache the tests fill (langkit's rebuilt tokenizer and pivot guard, the Hugging Face hub, datasets and
+# evaluate caches, matplotlib's font list, compiled kernels) goes under one temporary folder, removed when the
+# run ends: tests never write into the user's own caches. Subprocesses started by tests inherit it. Set
+# LANGKIT_TEST_CACHE to a folder of your own to keep it between runs (it is then left in place).
+if os.environ.get("LANGKIT_TEST_CACHE"):
+    TEST_CACHE = Path(os.environ["LANGKIT_TEST_CACHE"]).resolve()
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+else:
+    TEST_CACHE = Path(tempfile.mkdtemp(prefix="langkit-test-cache-"))
+    atexit.register(shutil.rmtree, TEST_CACHE, ignore_errors=True)
+for variable, folder in {
+    "LANGKIT_CACHE": "langkit", "XDG_CACHE_HOME": "xdg", "HF_HOME": "huggingface",
+    "HF_HUB_CACHE": "huggingface/hub", "HF_ASSETS_CACHE": "huggingface/assets",
+    "HF_DATASETS_CACHE": "huggingface/datasets", "MPLCONFIGDIR": "matplotlib", "TRITON_CACHE_DIR": "triton",
+    "TORCHINDUCTOR_CACHE_DIR": "torchinductor", "SACREBLEU": "sacrebleu",
+}.items():  # fmt: skip
+    os.environ[variable] = str(TEST_CACHE / folder)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"

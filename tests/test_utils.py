@@ -75,3 +75,17 @@ def test_replace_dir_puts_the_old_folder_back_when_the_new_one_cannot_go_in(tmp_
         replace_dir(new, dest)
     monkeypatch.setattr(os, "replace", real_replace)
     assert (dest / "old.txt").read_text("utf-8") == "old" and not (tmp_path / ".old-release").exists()
+
+
+def test_tests_fill_a_temporary_cache_never_the_users_own():
+    import datasets.config
+    import matplotlib
+    from huggingface_hub import constants
+
+    from langkit.utils import cache_dir
+    from tests.conftest import TEST_CACHE
+
+    users = Path.home() / ".cache"
+    for path in (cache_dir(), Path(constants.HF_HUB_CACHE), Path(datasets.config.HF_DATASETS_CACHE),
+                 Path(matplotlib.get_cachedir())):
+        assert TEST_CACHE in path.parents and users not in path.parents, path
