@@ -86,6 +86,7 @@ def test_timeout_is_an_error_naming_the_direction(tiny_server):
             system.translate("wol_Latn", "fra_Latn", ITEMS[:1], lambda i, _: None)
 
 
+@pytest.mark.slow
 def test_server_killed_mid_run_keeps_what_finished(tiny_server, reference):
     """A second server on the same folder is SIGKILLed after the first answer: the error names the system and
     the direction, and every segment that finished was emitted, with the output an uninterrupted run gives."""
