@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from langkit.config import RunConfig
-from langkit.rundir import RunDir
+from langkit.rundir import STAGES, RunDir
 from langkit.utils import atomic_write_text, get_logger, write_json
 
 log = get_logger("pipeline")
@@ -40,10 +40,15 @@ def default_run_dir(cfg: RunConfig, base: str | Path = "runs") -> Path:
 
 
 def prepare_run_dir(cfg: RunConfig, out: str | Path) -> RunDir:
-    """Create the run directory. Its ``config.yaml`` is written by :func:`record_config` once a stage has
-    run, never before: a stage that refuses or fails leaves it saying what the run's outputs were made with."""
+    """Create the run directory. A new one (no stage output yet) gets ``cfg`` as its ``config.yaml`` at once,
+    which marks it as a langkit run; in one that has outputs, ``config.yaml`` is only updated by
+    :func:`record_config` once a stage has run, so a stage that refuses or fails leaves it saying what the
+    outputs there were made with."""
     run_dir = RunDir(Path(out))
     run_dir.root.mkdir(parents=True, exist_ok=True)
+    fresh = not run_dir.config.exists() and not any((run_dir.root / name).exists() for name in STAGES)
+    if fresh and int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch / torchrun, one process writes
+        atomic_write_text(run_dir.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))
     return run_dir
 
 

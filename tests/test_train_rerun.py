@@ -148,3 +148,18 @@ def test_a_key_newer_than_the_checkpoint_counts_only_off_its_default(tmp_path):
     with pytest.raises(train_mod.SettingsChanged, match=r"train\.packing: null in the checkpoint, true now"):
         train_mod.resume_check(TrainConfig(max_steps=4, packing=True), checkpoint.parent,
                                train_settings(TrainConfig(max_steps=4, packing=True), ["wol_Latn"], 1, {}))
+
+
+def test_a_new_run_directory_gets_its_config_at_once_an_old_one_only_after_a_stage(tmp_path):
+    cfg = _config(**SMALL)
+    fresh = pipeline.prepare_run_dir(cfg, tmp_path / "new")
+    assert yaml.safe_load(fresh.config.read_text())["train"]["max_steps"] == 4  # marks it as a langkit run
+    used = RunDir(tmp_path / "used")
+    used.train.mkdir(parents=True)  # outputs of some earlier run, made with settings nobody recorded
+    assert not pipeline.prepare_run_dir(cfg, used.root).config.exists()
+    pipeline.record_config(cfg, fresh, "train")
+    other = _config(**{**SMALL, "max_steps": 9})
+    other.eval.max_items = 3
+    pipeline.record_config(other, fresh, "eval")  # only the eval section (and top-level keys) change
+    recorded = yaml.safe_load(fresh.config.read_text())
+    assert recorded["train"]["max_steps"] == 4 and recorded["eval"]["max_items"] == 3
