@@ -24,7 +24,8 @@ every row so that a run cut short still leaves what it measured:
    timed (the first includes compilation); tokens/s, step time, ``torch.cuda.max_memory_allocated``.
    A cell that runs out of memory is reported as OOM and the run goes on; eager is not tried past a
    length where it ran out of memory; a cell whose predicted time (the path's last step time scaled by
-   the length ratio squared) would overrun ``--budget-s`` is skipped and says so.
+   the length ratio squared, plus its first step's one-off cost) would overrun ``--budget-s`` is skipped
+   and says so.
 
 On CPU (the smoke run), flex trains through torch's unfused reference backward
 (``langkit.flex.cpu_reference_backward``): it exercises every line of this script, its timings mean
@@ -527,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
             report["generation"].append({"batch": batch, **row})
             write(report, args.out)
 
-    last: dict[str, tuple[int, float]] = {}  # path -> (length, step_s) of its last completed cell
+    last: dict[str, tuple[int, float, float]] = {}  # path -> (length, step_s, first_step_s) of its last cell
     oom_at: dict[str, int] = {}
     for length in lengths:
         for path in args.paths:
@@ -536,8 +537,9 @@ def main(argv: list[str] | None = None) -> int:
             if path in oom_at:
                 cell.update(status=f"skipped (OOM at {oom_at[path]:,})")
             elif budget and path in last:
-                prev_length, prev_step = last[path]
-                predicted = args.steps * prev_step * (length / prev_length) ** 2
+                prev_length, prev_step, prev_first = last[path]
+                # Steps scaled as attention's L², plus the first step's one-off cost (a recompilation).
+                predicted = args.steps * prev_step * (length / prev_length) ** 2 + max(0.0, prev_first - prev_step)
                 if elapsed + predicted > budget:
                     cell.update(status=f"skipped (time budget: ~{predicted:.0f} s predicted, "
                                 f"{max(0.0, budget - elapsed):.0f} s left)")
@@ -547,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
                                             args.loss_chunk), device))
                 model.zero_grad(set_to_none=True)
                 if cell["status"] == "ok":
-                    last[path] = (length, cell["step_s"])
+                    last[path] = (length, cell["step_s"], cell["first_step_s"])
                 elif cell["status"] == "OOM":
                     oom_at[path] = length
             report["training"].append(cell)
