@@ -504,8 +504,10 @@ class TrainConfig:
     seed: int = 0
     """Seed of model initialisation (tiny), data order and LoRA initialisation."""
     attention: str = "eager"
-    """Attention kernel: ``eager`` (transformers': [batch, heads, L, L] scores, memory grows with L²) or
-    ``langkit_sink`` (exact sink-aware blockwise attention, memory linear in L; ``langkit/attention.py``)."""
+    """Attention kernel: ``eager`` (transformers': [batch, heads, L, L] scores, memory grows with L²),
+    ``langkit_sink`` (exact sink-aware blockwise attention, memory linear in L; ``langkit/attention.py``;
+    CPU and GPU) or ``flex`` (torch's fused FlexAttention with the sinks applied exactly through its
+    log-sum-exp, memory linear in L; ``langkit/flex.py``; trains on a CUDA GPU only)."""
     chunked_loss: bool = False
     """Compute the loss ``loss_chunk_size`` labelled tokens at a time instead of materialising the logits of
     the whole batch ([tokens, 201,088] floats); same loss and gradients (``langkit/loss.py``)."""
@@ -531,8 +533,8 @@ class TrainConfig:
     model: as large as the base in ``dtype`` (about 42 GB for gpt-oss-20b in bfloat16)."""
 
     def check(self, key: str) -> None:
-        if self.attention not in {"eager", "langkit_sink"}:
-            raise ConfigError(f"{key}.attention must be eager or langkit_sink, got {self.attention!r}")
+        if self.attention not in {"eager", "langkit_sink", "flex"}:
+            raise ConfigError(f"{key}.attention must be eager, langkit_sink or flex, got {self.attention!r}")
         if self.loss_chunk_size <= 0:
             raise ConfigError(f"{key}.loss_chunk_size must be > 0, got {self.loss_chunk_size}")
         if self.lora_r <= 0:
