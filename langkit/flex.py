@@ -172,9 +172,11 @@ class _BlockMaskCache:
 _cache = _BlockMaskCache(_CACHE_SIZE)
 
 
-def _rule_block_mask(batch: int, q_len: int, k_len: int, window: int | None, kv_valid: torch.Tensor | None,
+def _rule_block_mask(batch: int, q_len: int, k_len: int, window: int | None, padding: torch.Tensor | None,
                      position_ids: torch.Tensor | None, device: torch.device) -> Any:
-    sources = [t for t in (kv_valid, position_ids) if t is not None]
+    """The block mask of the rule (cached): ``padding`` is the 2-D mask the layer was given (its last
+    ``k_len`` columns are the keys'), kept as the cache's key as it is, not a slice of it (a new object)."""
+    sources = [t for t in (padding, position_ids) if t is not None]
     key = ("rule", batch, q_len, k_len, window, str(device), tuple(id(t) for t in sources))
     cached = _cache.get(key, sources)
     if cached is not None:
@@ -189,7 +191,7 @@ def _rule_block_mask(batch: int, q_len: int, k_len: int, window: int | None, kv_
             segments[:, :k_len] = ids
             segments[:, k_len:] = -1  # padding past the end is its own example
     valid = torch.zeros(batch, n, dtype=torch.bool, device=device)
-    valid[:, :k_len] = True if kv_valid is None else kv_valid
+    valid[:, :k_len] = True if padding is None else padding[:, -k_len:].bool()
     offset = torch.tensor(k_len - q_len, device=device)
     # No window: one past every position, so that the same rule (and compiled kernel) serves both layers.
     limit = torch.tensor(window if window is not None else k_len + BLOCK + 1, device=device)
@@ -249,12 +251,10 @@ def flex_sink_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
         mask_mod, score_mod = dense_mask_mods(mask)
         block_mask = block_mask_from(mask_mod, mask.shape[0], mask.shape[1], q_len, k_len, query.device)
     else:
-        kv_valid = None
-        if attention_mask is not None:
-            if attention_mask.dim() != 2:
-                raise ValueError(f"attention_mask must be 2-D or 4-D, got shape {tuple(attention_mask.shape)}")
-            kv_valid = attention_mask[:, -k_len:].bool()
-        block_mask = _rule_block_mask(batch, q_len, k_len, sliding_window, kv_valid, position_ids, query.device)
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ValueError(f"attention_mask must be 2-D or 4-D, got shape {tuple(attention_mask.shape)}")
+        block_mask = _rule_block_mask(batch, q_len, k_len, sliding_window, attention_mask, position_ids,
+                                      query.device)
     try:
         out, aux = _flex_kernel(query.device)(query, key, value, score_mod=score_mod, block_mask=block_mask,
                                               scale=scaling, enable_gqa=heads != kv_heads, **_lse_kwargs())

@@ -180,6 +180,25 @@ def test_block_masks_are_shared_by_layers_and_rebuilt_when_positions_change():
     assert flex._rule_block_mask(1, 40, 40, WINDOW, None, same_values, torch.device("cpu")) is not rebuilt
 
 
+def test_one_block_mask_per_forward_pass(monkeypatch):
+    # The layers of a pass get the same 2-D mask object (and position ids): the block mask is built once per
+    # layer kind, not once per layer; a new mask object (the next batch) builds it again.
+    built = []
+    real = flex.block_mask_from
+    monkeypatch.setattr(flex, "block_mask_from", lambda *args: built.append(args[3]) or real(*args))
+    module = _Sinks(HEADS, 2)
+    q, k = torch.randn(2, HEADS, 40, DIM), torch.randn(2, 2, 40, DIM)
+    padding = torch.ones(2, 40, dtype=torch.long)
+    padding[1, 30:] = 0
+    with torch.no_grad():
+        for _ in range(3):  # three layers of each kind
+            for window in (None, WINDOW):
+                flex_attention_forward(module, q, k, k, padding, scaling=1.0, sliding_window=window)
+        assert len(built) == 2
+        flex_attention_forward(module, q, k, k, padding.clone(), scaling=1.0, sliding_window=WINDOW)
+    assert len(built) == 3
+
+
 def _model_outputs(model: Any, name: str, inputs: dict[str, Any], grads: bool) -> tuple[Any, ...]:
     set_attention(model, name)
     model.zero_grad()
