@@ -239,7 +239,7 @@ def test_build_normalizes_drops_and_quarantines_with_exact_accounting(
     by_name = {s["name"]: s for s in stats["sources"]}
     assert list(by_name) == ["wol-tsv", "wol-jsonl", "wol-text"]  # swh source skipped
     assert by_name["wol-tsv"] == {
-        "name": "wol-tsv", "path": sources[0].path, "format": "tsv", "language": "wol_Latn",
+        "name": "wol-tsv", "path": sources[0].path, "format": "tsv", "encoding": "UTF-8", "language": "wol_Latn",
         "pivot_language": "fra_Latn", "license": "CC-BY-4.0", "redistribution": "open", "card": "",
         "read": 7, "kept": 4, "dropped": drops(empty=1, duplicate=1), "quarantined": 1,
     }  # fmt: skip

@@ -167,6 +167,43 @@ def test_mixed_encodings_quarantine_the_minority_line(tmp_path: Path) -> None:
     ]
 
 
+def test_legacy_bytes_late_in_the_file_decide_the_whole_file(tmp_path: Path) -> None:
+    # A latin-1/cp1252 file whose only non-ASCII bytes come after hundreds of ASCII lines: a ° on line
+    # 601, a × between numbers on line 1201. The whole file is read in its code page, nothing quarantined.
+    ascii_lines = [f"Ligne {i} sans accent" for i in range(600)]
+    data = "\n".join([*ascii_lines, "Il fait 30° dehors", *ascii_lines, "3 × 4 = 12", "fin"]) + "\n"
+    path = write(tmp_path / "late.txt", data.encode("latin-1"))
+    got = list(decoded_lines(path))
+    assert len(got) == 1203 and not [e for _, _, e in got if e]
+    assert (got[600][1], got[1201][1]) == ("Il fait 30° dehors", "3 × 4 = 12")
+    src = SourceConfig(str(path), "text", "fra_Latn", name="late", license="CC0-1.0")
+    assert readers_module.source_encoding(src) == "CP1252"
+    # More UTF-8 lines than bad ones, wherever they are: the bad ones are damage in a UTF-8 file.
+    data = "\n".join([*ascii_lines, "Jërëjëf", "Ñaata", *ascii_lines]).encode() + b"\nCaf\xe9\n"
+    path = write(tmp_path / "damaged.txt", data)
+    errors = [(n, e) for n, _, e in decoded_lines(path) if e]
+    assert errors == [(1203, "undecodable: not valid UTF-8 (byte 0xe9 at byte 4)")]
+
+
+def test_build_counts_the_encoding_of_each_source(tmp_path: Path) -> None:
+    late = "\n".join([f"Ligne numero {i} du fichier" for i in range(300)] + ["Il fait 30° dehors"]) + "\n"
+    sources = [
+        SourceConfig(str(write(tmp_path / "fr.txt", late.encode("cp1252"))), "text", "fra_Latn", name="fr",
+                     license="CC0-1.0"),
+        SourceConfig(str(write(tmp_path / "fr8.txt", "Déjà vu ici\nEncore une fois\n")), "text", "fra_Latn",
+                     name="fr8", license="CC0-1.0"),
+        aligned(tmp_path, "Jërëjëf\nBa beneen\n".encode(), b"Merci \xe0 toi\nAu revoir\n", license="CC0-1.0"),
+    ]  # fmt: skip
+    out = tmp_path / "out"
+    stats = build_corpus(sources, ["fra_Latn", "wol_Latn"], out, 0, 0, 0)
+    assert [s["encoding"] for s in stats["sources"]] == ["CP1252", "UTF-8", "UTF-8 / CP1252"]
+    assert stats["encodings"] == {"CP1252": 1, "UTF-8": 1, "UTF-8 / CP1252": 1}
+    assert stats["sources"][0]["quarantined"] == 0
+    card = (out / "dataset" / "README.md").read_text(encoding="utf-8")
+    assert "| fr | fra_Latn | - | text, CP1252 | CC0-1.0 |" in card
+    assert "CP1252 1 source, UTF-8 1 source, UTF-8 / CP1252 1 source." in card
+
+
 def test_utf16_jsonl_and_bad_utf16_tail(tmp_path: Path) -> None:
     line = json.dumps({"text": "Ɔ ti kpa"}, ensure_ascii=False) + "\r\n"
     path = write(tmp_path / "b.jsonl", (line + line).encode("utf-16"))

@@ -573,9 +573,11 @@ def _merge(
             "splits": per_split,
             **state[language].stats(),
         }
+    encodings = Counter(st["encoding"] for st in source_stats if st.get("encoding"))
     result = {
         "languages": language_stats,
         "sources": source_stats,
+        "encodings": dict(sorted(encodings.items())),  # sources read in each encoding
         "splits": totals,
         "steps": {
             "normalize": asdict(steps.normalize),
@@ -629,6 +631,7 @@ def _merge_one(
     language = source.language
     pivot_language = source.pivot_language if source.pivot_field or source.pivot_path else ""
     read = quarantined = n_kept = 0
+    encoding = ""
     dropped = Counter({reason: 0 for reason in DROP_REASONS})
     index = steps.near_duplicates
     num_perm = steps.dedup.num_perm
@@ -654,6 +657,7 @@ def _merge_one(
             c = s = 0
             for item in chunk:
                 if "report" in item:
+                    encoding = item["report"].pop("encoding", "")
                     steps.reports.append(item["report"])
                     continue
                 read += 1
@@ -729,6 +733,7 @@ def _merge_one(
         "name": name,
         "path": source.path,
         "format": source.format,
+        **({"encoding": encoding} if encoding else {}),  # as read: UTF-8, CP1252... (line-based formats)
         "language": source.language,
         "pivot_language": pivot_language,
         "license": source.license,

@@ -35,7 +35,7 @@ PLOTS = {
 LENGTH_BINS = 40
 """Log-spaced bins of the length histogram, from 1 to the longest text."""
 _KNOWN_LANGUAGE_KEYS = {"read", "kept", "dropped", "quarantined", "pairs", "monolingual", "splits"}
-_KNOWN_TOP_KEYS = {"languages", "sources", "splits"}
+_KNOWN_TOP_KEYS = {"languages", "sources", "splits", "encodings"}
 _SIZE_CATEGORIES = [
     (1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
     (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"),
@@ -233,16 +233,24 @@ def render_card(stats: dict[str, Any], lengths: dict[str, Counter[int]] | None =
 
     out += ["## Sources", ""]
     rows = [
-        [s.get("name", ""), s.get("language", ""), s.get("pivot_language", "") or "-", s.get("format", ""),
+        [s.get("name", ""), s.get("language", ""), s.get("pivot_language", "") or "-",
+         ", ".join(x for x in (s.get("format", ""), s.get("encoding", "")) if x),
          s.get("license", "unknown"), s.get("redistribution", "") or "unknown", s.get("read", 0),
          s.get("kept", 0), _reasons(s.get("dropped", {})), s.get("quarantined", 0)]
         for s in sources
     ]  # fmt: skip
     out += _table(
-        ["source", "language", "pivot", "format", "licence", "redistribution", "read", "kept",
+        ["source", "language", "pivot", "format, encoding", "licence", "redistribution", "read", "kept",
          "dropped (reason)", "quarantined"],
         rows,
     )  # fmt: skip
+    if encodings := stats.get("encodings"):
+        out += [
+            "Encodings the files were read in (detected, or as declared): "
+            + ", ".join(f"{name} {n} source{'s' * (n != 1)}" for name, n in encodings.items())
+            + ". A line that did not decode is in `quarantine.jsonl`.",
+            "",
+        ]
 
     out += ["## Licences", ""]
     by_licence: dict[tuple[str, str], list[str]] = {}

@@ -26,15 +26,19 @@ Formats (``SourceConfig.format``):
 
 Encodings (``SourceConfig.encoding``, for the line-based formats text / jsonl / csv / tsv / aligned):
 ``auto`` (the default) reads a UTF-8, UTF-16 or UTF-32 byte-order mark, else recognises BOM-less
-UTF-16 by its NUL bytes, else reads UTF-8 strictly. When a line is not UTF-8 and no earlier line held
-UTF-8 beyond ASCII, the file is taken for legacy 8-bit text: charset-normalizer picks the code page
-among ``LEGACY_ENCODINGS`` from the next 64 KiB, and the switch is made only if the text it gives looks
-like Latin-script prose and the lines that follow are not mostly UTF-8 (otherwise the bytes are damage
-and the line is quarantined). After a switch, a line that is valid UTF-8 beyond ASCII is quarantined
-as a mixed-encoding line rather than read as mojibake. Any other codec name (``cp1252``, ``latin-1``,
-``utf-16``...) is used as declared, with no guessing. Under any encoding, a line that does not decode
-is quarantined with its line number and the offending byte; LF, CRLF and a BOM are all accepted. The
-two files of an ``aligned`` pair are detected each on its own.
+UTF-16 by its NUL bytes, else decides between UTF-8 and a legacy 8-bit code page from the whole file,
+streamed once before it is read (:func:`sniff_encoding`; nothing but counts and a bounded sample is
+held): the file is taken for legacy text when its lines that are not UTF-8 outnumber those holding
+UTF-8 beyond ASCII (a tie goes to whichever came first), charset-normalizer picks the code page among
+``LEGACY_ENCODINGS`` from those lines, and the text it gives looks like Latin-script prose; otherwise
+the bad lines are damage in a UTF-8 file and are quarantined. So a file whose only non-ASCII byte is a
+``°`` on line 5,000 is read whole in its code page. In a file read in a legacy code page, a line that is
+valid UTF-8 beyond ASCII is quarantined as a mixed-encoding line rather than read as mojibake. Any
+other codec name (``cp1252``, ``latin-1``, ``utf-16``...) is used as declared, with no guessing; the
+encoding each file was read in is given by :func:`source_encoding` (and counted in ``stats.json``).
+Under any encoding, a line that does not decode is quarantined with its line number and the offending
+byte; LF, CRLF and a BOM are all accepted. The two files of an ``aligned`` pair are detected each on
+its own.
 
 Readers yield the text as found (no normalization); :mod:`langkit.corpus.build` normalizes.
 """
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import itertools
 import json
@@ -69,7 +74,8 @@ LEGACY_ENCODINGS = ("cp1252", "latin_1", "iso8859_15")
 ``cp850``, ``mac_roman``...) must be declared: on short texts they cannot be told apart from these,
 and unrestricted detection guesses Big5 or Urdu code pages."""
 SNIFF_BYTES = 1 << 16
-"""Bytes read ahead to recognise a BOM-less UTF-16 file or choose a legacy code page (64 KiB)."""
+"""Bytes read ahead to recognise a BOM-less UTF-16 file, and the most bytes of non-UTF-8 lines kept to
+choose and judge a legacy code page (64 KiB)."""
 MAX_RECORD_LINES = 100
 """A CSV record (a quoted cell with line breaks) may span at most this many lines; beyond that it is
 taken for an unclosed quote and quarantined, so one stray quote cannot swallow the rest of a file."""
@@ -183,10 +189,18 @@ def _ascii_compatible(codec: str) -> bool:
 
 
 def sniff_encoding(path: Path, declared: str = "auto") -> tuple[str, bool]:
-    """(codec, may_fall_back): the codec to read ``path`` with, and whether a line that is not UTF-8
-    may switch the file to a legacy code page (only for ``auto`` with no BOM and no NUL bytes)."""
+    """(codec, legacy): the codec to read ``path`` with, and whether ``auto`` chose it as a legacy
+    code page (then a line that is valid UTF-8 beyond ASCII is a mixed-encoding line). A declared
+    codec is taken as is. Cached per file, size and time: the readers and :func:`source_encoding`
+    ask for the same file."""
     if declared != "auto":
         return codecs.lookup(declared).name, False
+    st = path.stat()
+    return _sniff_auto(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sniff_auto(path: str, size: int, mtime_ns: int) -> tuple[str, bool]:
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
     for mark, codec in _BOMS:
@@ -196,7 +210,84 @@ def sniff_encoding(path: Path, declared: str = "auto") -> tuple[str, bool]:
     if head and nuls > len(head) // 4:  # BOM-less UTF-16: every other byte of Latin text is NUL
         odd = head[1::2].count(b"\x00")
         return ("utf-16-le" if odd > nuls - odd else "utf-16-be"), False
-    return "utf-8", True
+    legacy = _scan_for_legacy(Path(path))
+    if legacy is not None:
+        log.info("%s: not UTF-8; reading it as %s", path, legacy)
+        return legacy, True
+    return "utf-8", False
+
+
+def source_encoding(source: SourceConfig) -> str:
+    """The encoding(s) a line-based source is read in, as labels (``UTF-8``, ``CP1252``...); for an
+    aligned pair ``TARGET / PIVOT`` when they differ. Empty for the other formats."""
+    if source.format not in ("text", "jsonl", "csv", "tsv", "aligned"):
+        return ""
+    paths = [Path(source.path)] + ([Path(source.pivot_path)] if source.format == "aligned" else [])
+    labels = [_label(sniff_encoding(p, source.encoding)[0]) for p in paths]
+    return " / ".join(dict.fromkeys(labels)) if len(set(labels)) == 1 else " / ".join(labels)
+
+
+_NON_ASCII_LINE = re.compile(rb"^[^\n]*[\x80-\xff]", re.MULTILINE)
+"""Matches once per line that holds a byte beyond ASCII (each match starts at a line start)."""
+
+
+class _LegacyScan:
+    """What :func:`_scan_for_legacy` learns from a file's lines: counts of the lines that are not
+    UTF-8 and of those that are UTF-8 beyond ASCII, which came first, and a bounded sample of the
+    lines that are not UTF-8."""
+
+    def __init__(self) -> None:
+        self.bad = 0
+        self.utf8 = 0
+        self.bad_first: bool | None = None
+        self.sample = bytearray()
+
+    def block(self, block: bytes) -> None:
+        """Whole lines (a block ending at a line end, or the file's last bytes)."""
+        if block.isascii():
+            return
+        try:
+            block.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:  # all UTF-8: count its non-ASCII lines without a Python loop over them
+            self.utf8 += len(_NON_ASCII_LINE.findall(block))
+            if self.bad_first is None:
+                self.bad_first = False
+            return
+        for line in block.split(b"\n"):
+            if line.isascii():
+                continue
+            if _is_utf8(line):
+                self.utf8 += 1
+                if self.bad_first is None:
+                    self.bad_first = False
+                continue
+            self.bad += 1
+            if self.bad_first is None:
+                self.bad_first = True
+            if len(self.sample) < SNIFF_BYTES:
+                self.sample += line[: SNIFF_BYTES - len(self.sample)] + b"\n"
+
+
+def _scan_for_legacy(path: Path) -> str | None:
+    """The legacy code page ``path`` is written in, judged from the whole file (streamed in
+    CHUNK_BYTES reads), or None for UTF-8: when the lines that are not UTF-8 are the minority (or
+    as many as the UTF-8 ones and later), or when no candidate code page gives text that looks like
+    Latin-script prose, those lines are damage in a UTF-8 file."""
+    scan = _LegacyScan()
+    carry = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            block = carry + chunk
+            cut = block.rfind(b"\n") + 1
+            carry = block[cut:]
+            if cut:
+                scan.block(block[:cut])
+    scan.block(carry)
+    if not scan.bad or scan.bad < scan.utf8 or (scan.bad == scan.utf8 and not scan.bad_first):
+        return None
+    return _guess_legacy(bytes(scan.sample))
 
 
 def decoded_lines(path: Path, encoding: str = "auto") -> Iterator[tuple[int, str, str]]:
@@ -205,31 +296,20 @@ def decoded_lines(path: Path, encoding: str = "auto") -> Iterator[tuple[int, str
     ``error`` is empty for a line that decoded; otherwise it says why, and the line has its
     undecodable bytes replaced by U+FFFD. A BOM at the start is dropped. See the module docstring
     for how ``encoding`` is chosen."""
-    codec, may_fall_back = sniff_encoding(path, encoding)
+    codec, legacy = sniff_encoding(path, encoding)
     if _ascii_compatible(codec):
-        yield from _byte_lines(path, codec, may_fall_back)
+        yield from _byte_lines(path, codec, legacy)
     else:
         yield from _text_lines(path, codec)
 
 
-def _byte_lines(path: Path, codec: str, may_fall_back: bool) -> Iterator[tuple[int, str, str]]:
-    utf8_seen = False  # a line held UTF-8 beyond ASCII: the file is UTF-8, bad lines are damage
-    legacy = False  # switched to a legacy code page: a line that is valid UTF-8 is a mixed-encoding line
-    offset = 0
+def _byte_lines(path: Path, codec: str, legacy: bool) -> Iterator[tuple[int, str, str]]:
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
-            start, offset = offset, offset + len(raw)
             raw = raw.rstrip(b"\r\n")  # LF or CRLF
             try:
                 text = raw.decode(codec)
             except UnicodeDecodeError as err:
-                if may_fall_back and not utf8_seen:
-                    may_fall_back = False  # decided once per file
-                    if guess := _guess_legacy(path, start):
-                        log.info("%s: not UTF-8 from line %d on; reading it as %s", path, number, guess)
-                        codec, legacy = guess, True
-                        yield from _decode_one(number, raw, codec)
-                        continue
                 yield number, raw.decode(codec, "replace"), _why(codec, raw, err)
                 continue
             if number == 1:
@@ -238,15 +318,7 @@ def _byte_lines(path: Path, codec: str, may_fall_back: bool) -> Iterator[tuple[i
                 error = f"mixed encodings: valid UTF-8 in a file read as {_label(codec)}"
                 yield number, raw.decode("utf-8"), error
                 continue
-            utf8_seen = utf8_seen or (codec == "utf-8" and not raw.isascii())
             yield number, text, ""
-
-
-def _decode_one(number: int, raw: bytes, codec: str) -> Iterator[tuple[int, str, str]]:
-    try:
-        yield number, raw.decode(codec), ""
-    except UnicodeDecodeError as err:
-        yield number, raw.decode(codec, "replace"), _why(codec, raw, err)
 
 
 def _why(codec: str, raw: bytes, err: UnicodeDecodeError) -> str:
@@ -263,29 +335,28 @@ def _is_utf8(raw: bytes) -> bool:
 
 def _plausible(char: str) -> bool:
     """A character Latin-script prose typed in a legacy code page would hold: a Latin letter or
-    common typographic punctuation (not Þ, ð, ×, or the C1 controls random bytes decode to)."""
+    common typographic punctuation (not Þ, ð, a lone ×, or the C1 controls random bytes decode to)."""
     if char in _PUNCTUATION:
         return True
     name = unicodedata.name(char, "")
     return name.startswith("LATIN") and "THORN" not in name and "ETH" not in name.split()
 
 
-def _guess_legacy(path: Path, offset: int) -> str | None:
-    """The legacy code page of ``path`` judged from SNIFF_BYTES from ``offset``, or None when no
-    candidate gives text that looks like Latin-script prose (then the bytes are damage, not a code page)."""
+_ARITHMETIC = re.compile(r"(?<=\d)[×÷](?=\d)|(?<=\d )[×÷](?= \d)")
+"""× and ÷ between numbers (``3×4``, ``2 × 3``): prose, where a lone × is more likely damage."""
+
+
+def _guess_legacy(sample: bytes) -> str | None:
+    """The legacy code page of the lines in ``sample`` (the file's lines that are not UTF-8), or None
+    when no candidate gives text that looks like Latin-script prose (then the bytes are damage)."""
     from charset_normalizer import from_bytes
 
-    with open(path, "rb") as f:
-        f.seek(offset)
-        sample = f.read(SNIFF_BYTES)
-    lines = [line for line in sample.split(b"\n")[:-1] if not line.isascii()]  # the last may be cut
-    if sum(map(_is_utf8, lines)) * 2 > len(lines):  # mostly UTF-8 after all: this line is damage
-        return None
     best = from_bytes(sample, cp_isolation=list(LEGACY_ENCODINGS)).best()
     codec = best.encoding if best is not None else "cp1252"
     if codec not in LEGACY_ENCODINGS:
         return None
-    extra = [c for c in sample.decode(codec, "replace") if not c.isascii()]
+    text = _ARITHMETIC.sub("", sample.decode(codec, "replace"))
+    extra = [c for c in text if not c.isascii()]
     if not extra or sum(map(_plausible, extra)) < 0.95 * len(extra):
         return None
     return codec

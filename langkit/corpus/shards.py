@@ -9,7 +9,7 @@ own: in this process, in a process pool (:func:`run_sources`), or as one job of 
 - ``NAME-DIGEST.jsonl``: one JSON line per record in read order (``{"line", "error", "raw"}`` for
   a malformed record; ``{"line", "text", "pivot", "tags", "reason"}`` otherwise, plus ``"sig"`` and
   ``"short"`` when the record reaches the dedup steps and near-duplicates are on), then one
-  ``{"report": ...}`` line with what the steps counted;
+  ``{"report": ...}`` line with what the steps counted and the encoding the source was read in;
 - ``NAME-DIGEST.sig`` (near-duplicates on): the MinHash signatures of the records with ``"sig": 1``,
   in order, ``num_perm`` little-endian uint32 each.
 
@@ -41,7 +41,7 @@ from langkit.corpus.filters import check_quality
 from langkit.corpus.langid import LangIdFilter
 from langkit.corpus.normalize import Normalizer
 from langkit.corpus.pii import PLACEHOLDERS, PiiScrubber
-from langkit.corpus.readers import Record, read_source, source_name
+from langkit.corpus.readers import Record, read_source, source_encoding, source_name
 from langkit.utils import get_logger, progress
 
 log = get_logger("corpus")
@@ -247,7 +247,7 @@ def process_source(source: SourceConfig, shard: Path, steps: Steps) -> str:
                 if len(candidates) >= SIGNATURE_BATCH or len(pending) >= 8 * SIGNATURE_BATCH:
                     flush()
             flush()
-            write_jsonl_line(f, {"report": source_steps.report()})
+            write_jsonl_line(f, {"report": {**source_steps.report(), "encoding": source_encoding(source)}})
     return str(shard)
 
 
