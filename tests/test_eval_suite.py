@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from langkit.cli import main
 from langkit.evaluate.benchmarks import (
@@ -311,3 +312,57 @@ def test_an_endpoint_that_dies_mid_run_is_named_and_the_rerun_resumes(flores, tm
     run_suite(config(tiny_server.base_url, tiny_server.model, whole))
     name = "outputs/flores200-devtest/served.eng_Latn-wol_Latn.hyp"
     assert (out / name).read_text(encoding="utf-8") == (whole / name).read_text(encoding="utf-8")
+
+
+def test_hub_copy_is_read_through_datasets_in_the_hubs_layout(tmp_path):
+    """FLORES+ on the Hub is one config per language with parquet files per split, declared in its README's
+    YAML. The same layout in a local folder goes through the same datasets.load_dataset call (offline)."""
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    repo = tmp_path / "flores_plus"
+    configs = []
+    for code, lines in (("eng_Latn", ENG), ("wol_Latn", WOL)):
+        (repo / code).mkdir(parents=True)
+        pq.write_table(pa.table({"id": list(range(len(lines))), "text": lines}), repo / code / "devtest.parquet")
+        configs.append(f"- config_name: {code}\n  data_files:\n  - split: devtest\n    path: {code}/devtest.parquet\n")
+    (repo / "README.md").write_text("---\nconfigs:\n" + "".join(configs) + "---\n", encoding="utf-8")
+    bench = load_benchmark("flores200-devtest")
+    local = dataclasses.replace(bench, hub={**bench.hub, "dataset": str(repo)})
+    (d,) = load_benchmark_directions(local, None, only=["wol_Latn-eng_Latn"], limit=4)
+    assert (d.sources, d.references, d.total) == (WOL[:4], ENG[:4], 6)
+    with pytest.raises(TaskError, match="cannot read .* from the Hub or its local cache.*--data"):
+        load_benchmark_directions(local, None, only=["eng_Latn-swh_Latn"])
+
+
+def test_a_model_that_is_not_gpt_oss_is_prompted_through_its_own_chat_template():
+    """hf: systems may be any causal LM: without harmony tokens, the request goes through the tokenizer's chat
+    template and generation stops at its end-of-sequence token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from langkit.evaluate.generation import _chat_prompt, prompt_format, translate
+
+    words = ["<unk>", "<pad>", "</s>", "<s>", "Translate", "from", "English", "to", "Wolof.", "user:", "assistant:",
+             "Good", "morning.", "Thank", "you."]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
+                                        eos_token="</s>", bos_token="<s>")
+    tokenizer.chat_template = ("{% for m in messages %}{% if m.role == 'user' %}user: {{ m.content }} {% endif %}"
+                               "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+    assert prompt_format(tokenizer) == "chat"
+    assert _chat_prompt(tokenizer, "eng_Latn", "wol_Latn", "Good morning.") == \
+        "user: Translate from English to Wolof.\n\nGood morning. assistant: "
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(words), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                         eos_token_id=2, pad_token_id=1, bos_token_id=3))
+    outputs = translate(model, tokenizer, "eng_Latn", "wol_Latn", ["Good morning.", "Thank you."], max_new_tokens=3,
+                        batch_size=2)
+    assert len(outputs) == 2 and all(isinstance(o, str) for o in outputs)  # the new tokens only, decoded
+    with pytest.raises(ValueError, match="neither gpt-oss's harmony tokens nor a chat template"):
+        tokenizer.chat_template = None
+        prompt_format(tokenizer)
