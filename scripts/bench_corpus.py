@@ -4,10 +4,13 @@
     .venv/bin/python scripts/bench_corpus.py --lines 100000
     .venv/bin/python scripts/bench_corpus.py --lines 1000000 --workers 1 4
     .venv/bin/python scripts/bench_corpus.py --text wol_Latn:wolof.txt --text swh_Latn:swahili.txt
+    .venv/bin/python scripts/bench_corpus.py --lines 100000 --workers 1 2 --datatrove-pipeline
+    .venv/bin/python scripts/bench_corpus.py --text swh_Latn:mafand.train.swa --lines 1000000 --datatrove-pipeline
 
 Input: generated lines (four sources: Wolof text, Wolof-French TSV pairs, Swahili text, Lingala text;
 ~5% exact duplicates, ~3% with a phone number, ~2% French), or your own files with ``--text LANG:PATH``
-(one segment per line; each file is one source).
+(one segment per line; each file is one source; with ``--lines`` too, each file is read over and over
+until the files give that many lines together, so the repeats are exact duplicates).
 
 Printed:
 - records/s of each step run alone over all the lines, in this process (read, normalize, pii, filters,
@@ -18,7 +21,21 @@ Printed:
   the largest single process of its tree (``wait4``'s rusage) and the peak of the tree's summed
   resident sets (sampled every 0.1 s with psutil);
 - a reference pipeline in a subprocess too: a plain loop over the same files doing NFC + whitespace
-  normalization and exact dedup with a set of hashes, writing the kept lines; and the ratio.
+  normalization and exact dedup with a set of hashes, writing the kept lines; and the ratio;
+- with ``--datatrove-pipeline``, the closest datatrove pipeline to langkit's, built in the same run on
+  the same input, per ``--workers`` value, each in a subprocess: the sources are first written as JSONL
+  (one file per source, ``text`` and, for pairs, ``pivot``; not timed) and langkit builds from those
+  same files. datatrove: JsonlReader -> a NFC + whitespace formatter (langkit's normalizer does that and
+  more; datatrove's FTFYFormatter repairs mojibake, which langkit does not, so it is left out) ->
+  PIIFormatter (e-mails, IPs) -> GopherRepetitionFilter and GopherQualityFilter with thresholds for
+  one-line documents (langkit's: repeated 3-grams <= 0.5, 1 to 2,000 words, letters >= 0.5) -> the four
+  MinHash stages (MinhashDedupSignature, MinhashDedupBuckets, MinhashDedupCluster, MinhashDedupFilter;
+  128 hashes as 16 buckets of 8, word 5-gram shingles where langkit's default is character 5-grams) ->
+  JsonlWriter; one task per source file, ``workers`` at a time, 16 bucket tasks. Language
+  identification is left out on both sides (``langid.enabled: false`` for langkit: datatrove's needs a
+  fastText model that cannot be downloaded here), and datatrove does no split, decontamination, exact
+  dedup apart from MinHash, or card. Printed: wall time, records/s, peak RSS, and langkit's records/s
+  over datatrove's for the same workers. Needs datatrove 0.10, orjson and xxhash < 4 (the dev extra).
 """
 
 from __future__ import annotations
@@ -96,8 +113,10 @@ def _child_build(spec: str) -> None:
     from langkit.corpus import build_from_config
 
     args = json.loads(spec)
-    cfg = config_from_dict({"languages": args["languages"], "corpus": {
-        "sources": args["sources"], "workers": args["workers"], "executor": args.get("executor", "local")}})
+    corpus = {"sources": args["sources"], "workers": args["workers"], "executor": args.get("executor", "local")}
+    if args.get("no_langid"):
+        corpus["langid"] = {"enabled": False}
+    cfg = config_from_dict({"languages": args["languages"], "corpus": corpus})
     build_from_config(cfg, args["out"])
 
 
@@ -114,6 +133,8 @@ def _child_reference(spec: str) -> None:
                         if i == 0:
                             continue
                         raw = raw.rstrip("\n").split("\t")[1]
+                    elif source["format"] == "jsonl":
+                        raw = json.loads(raw)["text"]
                     text = space.sub(" ", unicodedata.normalize("NFC", raw)).strip()
                     key = hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
                     if text and key not in seen:
@@ -121,13 +142,90 @@ def _child_reference(spec: str) -> None:
                         out.write(text + "\n")
 
 
-def run_child(kind: str, spec: dict[str, Any]) -> tuple[float, int, int]:
+def _child_datatrove(spec: str) -> None:
+    """Subprocess: the datatrove pipeline closest to langkit's (see the module docstring)."""
+    import unicodedata as ud
+
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup import (
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.dedup.minhash import MinhashConfig
+    from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
+    from datatrove.pipeline.formatters import PIIFormatter
+    from datatrove.pipeline.formatters.base import BaseFormatter
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.word_tokenizers import WordTokenizer
+
+    class SplitWords(WordTokenizer):  # type: ignore[misc]
+        """Words split on spaces: datatrove's tokenizers for these languages need spaCy or Stanza
+        models (not installed); langkit's filters split on spaces too."""
+
+        def word_tokenize(self, text: str) -> list[str]:
+            return text.split()
+
+        def sent_tokenize(self, text: str) -> list[str]:
+            return [text]
+
+        def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+            return [(0, len(text))]
+
+    space = re.compile(r"\s+")
+
+    class NfcFormatter(BaseFormatter):  # type: ignore[misc]
+        name = "NFC + spaces"
+
+        def format(self, text: str) -> str:
+            return space.sub(" ", ud.normalize("NFC", text)).strip()
+
+    args = json.loads(spec)
+    work, workers, files = Path(args["out"]), args["workers"], args["files"]
+    words = SplitWords()
+    minhash = MinhashConfig(n_grams=5, num_buckets=16, hashes_per_bucket=8)  # 128 hashes
+    common = {"logging_dir": None, "skip_completed": False, "workers": workers}
+    stages = [
+        LocalPipelineExecutor(pipeline=[
+            JsonlReader(args["input"], glob_pattern="*.jsonl"),
+            NfcFormatter(),
+            PIIFormatter(),
+            GopherRepetitionFilter(dup_line_frac=None, dup_para_frac=None, dup_line_char_frac=None,
+                                   dup_para_char_frac=None, top_n_grams=((3, 0.5),), dup_n_grams=((3, 0.5),),
+                                   language=words),
+            GopherQualityFilter(min_doc_words=1, max_doc_words=2000, min_avg_word_length=None,
+                                max_avg_word_length=None, max_symbol_word_ratio=None, max_bullet_lines_ratio=None,
+                                max_ellipsis_lines_ratio=None, max_non_alpha_words_ratio=0.5, min_stop_words=None,
+                                language=words),
+            JsonlWriter(str(work / "filtered"), compression=None),
+            MinhashDedupSignature(str(work / "signatures"), config=minhash, language=words),
+        ], tasks=files, **common),
+        LocalPipelineExecutor(pipeline=[
+            MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=minhash),
+        ], tasks=minhash.num_buckets, **common),
+        LocalPipelineExecutor(pipeline=[
+            MinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=minhash),
+        ], tasks=1, **{**common, "workers": 1}),
+        LocalPipelineExecutor(pipeline=[
+            JsonlReader(str(work / "filtered"), glob_pattern="*.jsonl"),
+            MinhashDedupFilter(str(work / "remove_ids")),
+            JsonlWriter(str(work / "output"), compression=None),
+        ], tasks=files, **common),
+    ]  # fmt: skip
+    for stage in stages:
+        stage.run()
+
+
+def run_child(kind: str, spec: dict[str, Any], log_to: Path | None = None) -> tuple[float, int, int]:
     """Wall seconds, peak RSS of the largest single process (MiB) and peak summed RSS of the whole
     process tree (MiB, sampled every 0.1 s; 0 without psutil) of one child run."""
     import threading
 
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, f"--_{kind}", json.dumps(spec)])
+    log = open(log_to, "w") if log_to is not None else None  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, __file__, f"--_{kind}", json.dumps(spec)], stdout=log, stderr=log)
     tree_peak = 0
     done = threading.Event()
 
@@ -157,8 +255,11 @@ def run_child(kind: str, spec: dict[str, Any]) -> tuple[float, int, int]:
     done.set()
     sampler.join()
     wall = time.perf_counter() - start
+    if log is not None:
+        log.close()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{kind} child failed with status {status}")
+        tail = log_to.read_text(encoding="utf-8", errors="replace")[-3000:] if log_to is not None else ""
+        raise SystemExit(f"{kind} child failed with status {status}" + (f"; the end of its log:\n{tail}" if tail else ""))
     # ru_maxrss of wait4 is the largest peak of any one process of the tree (the child, or a pool
     # worker it waited for), not their sum; the sampled tree figure is the sum.
     return wall, usage.ru_maxrss // 1024, tree_peak // 2**20
@@ -256,12 +357,60 @@ def step_rates(
     return rates, len(index)
 
 
+def _text_sources(items: list[str], lines: int | None, folder: Path) -> list[dict[str, Any]]:
+    """``LANG:PATH`` files as text sources; with ``lines``, copies cycled to that many lines in all."""
+    sources = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, item in enumerate(items):
+        lang, _, path = item.partition(":")
+        path = str(Path(path).resolve())
+        if lines:
+            with open(path, encoding="utf-8") as f:
+                body = f.read().splitlines()
+            want = lines // len(items) + (i < lines % len(items))
+            path = str(folder / f"{i}-{Path(path).name}")
+            with open(path, "w", encoding="utf-8") as out:
+                for k in range(want):
+                    out.write(body[k % len(body)] + "\n")
+        sources.append({"path": path, "format": "text", "language": lang, "name": f"{lang}-{i}",
+                        "license": "CC-BY-4.0"})  # fmt: skip
+    return sources
+
+
+def _as_jsonl(sources: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
+    """The same records as one JSONL file per source (``text``, ``pivot`` for pairs), the input both
+    langkit and datatrove read when they are compared."""
+    from langkit.config import SourceConfig
+    from langkit.corpus.readers import read_source
+
+    folder.mkdir(parents=True)
+    out = []
+    for i, s in enumerate(sources):
+        path = folder / f"{i:03d}-{s['name']}.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            for r in read_source(SourceConfig(**s)):
+                if r.error:
+                    continue
+                row = {"id": f"{s['name']}:{r.line}", "text": r.text}
+                if s.get("pivot_field"):
+                    row["pivot"] = r.pivot_text
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        jsonl = {k: v for k, v in s.items() if k not in ("text_field", "pivot_field", "pivot_language")}
+        jsonl.update(path=str(path), format="jsonl", text_field="text")
+        if s.get("pivot_field"):
+            jsonl.update(pivot_field="pivot", pivot_language=s["pivot_language"])
+        out.append(jsonl)
+    return out
+
+
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] in ("--_build", "--_reference"):
-        (_child_build if sys.argv[1] == "--_build" else _child_reference)(sys.argv[2])
+    children = {"--_build": _child_build, "--_reference": _child_reference, "--_datatrove": _child_datatrove}
+    if len(sys.argv) == 3 and sys.argv[1] in children:
+        children[sys.argv[1]](sys.argv[2])
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lines", type=int, default=1_000_000)
+    p.add_argument("--lines", type=int, default=None, help="generated lines (default 1,000,000), or with "
+                   "--text the lines the files are repeated to")
     p.add_argument(
         "--text", action="append", default=[], metavar="LANG:PATH", help="your own input (repeatable)"
     )
@@ -271,19 +420,23 @@ def main() -> None:
         action="store_true",
         help="also run the build on datatrove's local executor (max workers)",
     )
+    p.add_argument(
+        "--datatrove-pipeline",
+        action="store_true",
+        help="also build the closest datatrove pipeline on the same JSONL input, per --workers value; "
+        "language identification off on both sides",
+    )
     p.add_argument("--skip-steps", action="store_true", help="only the whole-pipeline runs")
     args = p.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench_corpus_") as tmp:
         work = Path(tmp)
         if args.text:
-            sources = []
-            for i, item in enumerate(args.text):
-                lang, _, path = item.partition(":")
-                sources.append({"path": str(Path(path).resolve()), "format": "text", "language": lang,
-                                "name": f"{lang}-{i}", "license": "CC-BY-4.0"})  # fmt: skip
+            sources = _text_sources(args.text, args.lines, work / "data")
         else:
-            sources = generate(work / "data", args.lines)
+            sources = generate(work / "data", args.lines or 1_000_000)
+        if args.datatrove_pipeline:
+            sources = _as_jsonl(sources, work / "jsonl")
         languages = sorted({s["language"] for s in sources})
         total = 0
         for s in sources:
@@ -291,11 +444,13 @@ def main() -> None:
                 total += sum(1 for _ in f) - (s["format"] == "tsv")
         print(f"input: {total:,} lines in {len(sources)} sources ({', '.join(languages)})")
 
-        print("\nwhole pipeline                   wall s    records/s  peak RSS MiB  tree RSS MiB")
+        print("\nwhole pipeline                   wall s    records/s  peak RSS MiB  tree RSS MiB        kept")
         print("                                                     (1 process)   (sum, sampled)")
         runs: list[tuple[str, int, str]] = [(f"langkit, {w} worker(s)", w, "local") for w in args.workers]
         if args.datatrove:
             runs.append((f"langkit, datatrove {max(args.workers)}w", max(args.workers), "datatrove"))
+        if args.datatrove_pipeline:
+            print("  (language identification off in every run: datatrove's needs a model not available here)")
         results = {}
         for label, workers, executor in runs:
             spec = {
@@ -304,17 +459,38 @@ def main() -> None:
                 "out": str(work / f"out-{executor}-{workers}"),
                 "workers": workers,
                 "executor": executor,
+                "no_langid": args.datatrove_pipeline,
             }
             wall, rss, tree = run_child("build", spec)
             results[label] = wall
-            print(f"  {label:<28}{wall:>8.1f}  {total / wall:>11,.0f}  {rss:>12,}  {tree:>12,}")
+            stats = json.loads((work / f"out-{executor}-{workers}" / "stats.json").read_text(encoding="utf-8"))
+            kept = sum(stats["splits"].values())
+            print(f"  {label:<28}{wall:>8.1f}  {total / wall:>11,.0f}  {rss:>12,}  {tree:>12,}  {kept:>10,}")
             shutil.rmtree(work / f"out-{executor}-{workers}", ignore_errors=True)
+        datatrove: dict[int, float] = {}
+        if args.datatrove_pipeline:
+            for workers in args.workers:
+                out = work / f"datatrove-{workers}"
+                spec = {"input": str(work / "jsonl"), "out": str(out), "workers": workers, "files": len(sources)}
+                wall, rss, tree = run_child("datatrove", spec, log_to=work / f"datatrove-{workers}.log")
+                datatrove[workers] = wall
+                label = f"datatrove, {workers} worker(s)"
+                kept = 0
+                for path in (out / "output").glob("*.jsonl"):
+                    with open(path, "rb") as f:
+                        kept += sum(1 for _ in f)
+                print(f"  {label:<28}{wall:>8.1f}  {total / wall:>11,.0f}  {rss:>12,}  {tree:>12,}  {kept:>10,}")
+                shutil.rmtree(out, ignore_errors=True)
         wall, rss, tree = run_child("reference", {"sources": sources, "out": str(work / "reference.txt")})
         print(
             f"  {'reference (plain loop)':<28}{wall:>8.1f}  {total / wall:>11,.0f}  {rss:>12,}  {tree:>12,}"
         )
         for label, w in results.items():
             print(f"  ratio {label} / reference: {wall / w:.3f}x the reference's records/s")
+        for workers, w in datatrove.items():
+            mine = results.get(f"langkit, {workers} worker(s)")
+            if mine:
+                print(f"  ratio langkit / datatrove, {workers} worker(s): {w / mine:.2f}x datatrove's records/s")
         # After the subprocesses: a child's peak RSS counts the pages of this process it was forked
         # from, so this process must still be small when they start.
         if not args.skip_steps:
