@@ -606,6 +606,10 @@ class PublishConfig:
     into ``model.sig``; relative paths resolve against the config file's folder; an encrypted key reads its
     passphrase from ``$LANGKIT_SIGN_PASSPHRASE``. ``throwaway``: a key pair made in ``RUN/signing/`` for this
     run only (demos, tests; the card says so). Empty: the release is not signed."""
+    eval_results: str = ""
+    """A ``langkit eval suite`` results.json (format ``langkit-eval-suite/1``) whose table of tasks, systems and
+    scores the model card shows, and the release carries as ``eval_suite_results.json``; relative paths resolve
+    against the config file's folder. Empty: the card shows the eval stage's report only."""
 
     def check(self, key: str) -> None:
         if self.repo_id and self.repo_id.count("/") != 1:
@@ -740,6 +744,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
             source.pivot_path = str((path.parent / source.pivot_path).resolve())
     if cfg.publish.sign_key and cfg.publish.sign_key != "throwaway" and not Path(cfg.publish.sign_key).is_absolute():
         cfg.publish.sign_key = str((path.parent / cfg.publish.sign_key).resolve())
+    if cfg.publish.eval_results and not Path(cfg.publish.eval_results).is_absolute():
+        cfg.publish.eval_results = str((path.parent / cfg.publish.eval_results).resolve())
     cfg.corpus.dedup.decontaminate_against = [
         p if Path(p).is_absolute() else str((path.parent / p).resolve())
         for p in cfg.corpus.dedup.decontaminate_against

@@ -149,6 +149,7 @@ def test_release_holds_the_stage_outputs(tmp_path: Path) -> None:
     assert config_from_dict(yaml.safe_load((release / "langkit_config.yaml").read_text())) == cfg
     # local source paths are published as file names only
     cfg.corpus.sources = [SourceConfig(path=str(tmp_path / "private" / "wol.tsv"), format="tsv", language="wol_Latn")]
+    save_config(cfg, run_dir.config)  # as the corpus stage records what it read
     released = yaml.safe_load((build_release(run_dir, cfg) / "langkit_config.yaml").read_text())
     assert released["corpus"]["sources"][0]["path"] == "wol.tsv"
     assert str(tmp_path) not in (release / "langkit_config.yaml").read_text()
@@ -260,6 +261,38 @@ def test_manifest_absent_or_malformed(tmp_path: Path) -> None:
         verify_release(release)
 
 
+def test_release_carries_the_recorded_config_and_refuses_contradicting_overrides(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """langkit_config.yaml and the card come from RUN/config.yaml, as the stages recorded it: a config that
+    contradicts a stage that ran is refused (nothing written), through the API and the command line; only
+    publish.*, keys that never change a stage's files, and the sections of stages that did not run may differ."""
+    import copy
+
+    from langkit.cli import main
+
+    run_dir, cfg = make_run(tmp_path / "run", with_report=False)  # no eval/: the eval stage did not run
+    recorded = run_dir.config.read_bytes()
+    relabelled = copy.deepcopy(cfg)
+    relabelled.train.lora_r, relabelled.languages = 64, ["wol_Latn"]
+    with pytest.raises(PublishError, match=r'languages: \["wol_Latn", "swh_Latn"\] recorded, \["wol_Latn"\] given; '
+                                           rf"train\.lora_r: {cfg.train.lora_r} recorded, 64 given"):
+        build_release(run_dir, relabelled)
+    assert not run_dir.release.exists()
+    assert main(["-q", "publish", "build", str(run_dir.config), "--out", str(run_dir.root), "train.lora_r=64"]) == 1
+    assert "train.lora_r" in capsys.readouterr().err
+    assert run_dir.config.read_bytes() == recorded and not run_dir.release.exists()
+
+    allowed = copy.deepcopy(cfg)
+    allowed.publish.license, allowed.train.save_every, allowed.corpus.workers = "mit", 7, 3
+    allowed.eval.max_items = 5
+    release = build_release(run_dir, allowed)
+    carried = config_from_dict(yaml.safe_load((release / "langkit_config.yaml").read_text()))
+    expected = copy.deepcopy(cfg)
+    expected.publish.license = "mit"
+    assert carried == expected
+    assert card_metadata(release)[0]["license"] == "mit"
+
+
 def test_rebuild_replaces_the_release(tmp_path: Path) -> None:
     run_dir, cfg = make_run(tmp_path / "run")
     build_release(run_dir, cfg)
@@ -340,6 +373,58 @@ def test_card_names_the_scored_split_and_restricted_data(tmp_path: Path) -> None
     assert "| wol-fixture | Wolof (aligned with French) | cc-by-nc-4.0 | non-commercial | 40 |" in body
     assert "**Restricted data.** wol-fixture may not be used commercially" in body
     assert "swh-fixture may not" not in body
+
+
+def test_card_shows_chrf_flags_and_an_eval_suite_table(tmp_path: Path) -> None:
+    """chrF++, chrF and BLEU per direction with their signatures and the eval's flags; with publish.eval_results,
+    a langkit eval suite's tasks, systems (no local paths or endpoint addresses), scores and paired tests."""
+    run_dir, cfg = make_run(tmp_path / "run")
+    report = json.loads(run_dir.report.read_text())
+    chrf2 = {"score": 20.5, "signature": "nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:2.6.0"}
+    for result in report["results"]:
+        result["metrics"]["chrf"] = chrf2
+        result["flags"] = {"empty": 0, "copied_source": 0, "most_common": {"text": "x", "count": 1}, "flags": []}
+    report["results"][2]["flags"] = {"empty": 0, "copied_source": 0, "most_common": {"text": ".", "count": 6},
+                                     "flags": ["constant"]}
+    run_dir.report.write_text(json.dumps(report))
+    suite = {
+        "format": "langkit-eval-suite/1", "limit": 0, "baseline": "base",
+        "tasks": [{"name": "flores200-devtest", "title": "FLORES-200 devtest", "license": "cc-by-sa-4.0"}],
+        "systems": {
+            "base": {"kind": "hf", "model": "openai/gpt-oss-20b", "adapter": None},
+            "adapted": {"kind": "run", "run": str(tmp_path / "private-run"), "model": "tiny",
+                        "adapter_sha256": sha256_file(run_dir.adapter_weights)},
+            "served": {"kind": "openai", "url": "http://10.1.2.3:8000/v1", "model": str(tmp_path / "wolof-merged")},
+        },
+        "results": [{"task": "flores200-devtest", "system": name, "direction": "eng_Latn-wol_Latn",
+                     "source_language": "eng_Latn", "target_language": "wol_Latn", "n": 6,
+                     "metrics": {"chrf++": {"score": score, "signature": CHRF_SIG}, "chrf": chrf2,
+                                 "bleu": {"score": 1.0, "signature": BLEU_SIG}},
+                     "flags": {"flags": []}} for name, score in (("base", 10.0), ("adapted", 30.25), ("served", 30.25))],
+        "paired": [{"task": "flores200-devtest", "direction": "eng_Latn-wol_Latn", "baseline_system": "base",
+                    "compared_system": "adapted", "metric": "chrf++", "baseline": 10.0, "system": 30.25,
+                    "p_value": 0.001, "n_samples": 1000, "signature": "nrefs:1|bs:1000|seed:12345"}],
+    }
+    (tmp_path / "results.json").write_text(json.dumps(suite))
+    cfg.publish.eval_results = str(tmp_path / "results.json")
+    release = build_release(run_dir, cfg)
+    _, body = card_metadata(release)
+    assert "| Direction | System | Segments | chrF++ | chrF | BLEU | Note |" in body
+    assert "| French → Wolof (`fra_Latn-wol_Latn`) | base | 6 | 11.5 | 20.5 | 0.3 | ⚠ one output repeated ('.' for 6/6) |" in body
+    assert f"- chrF: `{chrf2['signature']}`" in body and f"- chrF++: `{CHRF_SIG}`" in body
+    assert "| flores200-devtest | English → Wolof | adapted | 6 | 30.2 | 20.5 | 1.0 |  |" in body
+    assert "- `flores200-devtest`: FLORES-200 devtest, licence cc-by-sa-4.0" in body
+    assert "- `adapted`: this release's adapter on `tiny`" in body
+    assert "- `served`: an OpenAI-compatible endpoint serving `wolof-merged`" in body
+    assert "`adapted` 30.2 vs 10.0, p = 0.001" in body
+    assert str(tmp_path) not in body and "10.1.2.3" not in body
+    assert json.loads((release / "eval_suite_results.json").read_text()) == suite
+    assert yaml.safe_load((release / "langkit_config.yaml").read_text())["publish"]["eval_results"] == \
+        "eval_suite_results.json"
+    assert verify_release(release).ok
+    (tmp_path / "results.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(PublishError, match="not a langkit eval suite results.json"):
+        build_release(run_dir, cfg)
 
 
 def test_hub_actions_refuse_offline_mode(tmp_path: Path) -> None:

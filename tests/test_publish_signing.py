@@ -337,6 +337,7 @@ def test_sign_key_in_config_and_on_the_command_line(tmp_path: Path, keys: dict[s
     (tmp_path / "cfg" / "keys").mkdir()
     (tmp_path / "cfg" / "keys" / "k.pem").write_bytes(keys["private"].read_bytes())
     config.write_text(yaml.safe_dump({"name": "demo", "languages": ["wol_Latn", "swh_Latn"],
+                                      "train": {"max_steps": 2},  # as make_run's stages recorded it
                                       "publish": {"sign_key": "keys/k.pem"}}))
     assert load_config(config).publish.sign_key == str((tmp_path / "cfg/keys/k.pem").resolve())
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from langkit.config import RunConfig, save_config
-from langkit.publish.card import _gather, _model_card
+import yaml
+
+from langkit.config import ConfigError, RunConfig, config_from_dict, save_config
+from langkit.publish.card import _gather, _model_card, _public_base_model, read_suite_results
 from langkit.publish.manifest import (
     CARD_NAME,
     CONFIG_NAME,
     EVAL_REPORT_NAME,
+    EVAL_SUITE_NAME,
     NEW_TOKENS_NAME,
     TOKENIZER_DIR,
     PublishError,
@@ -43,7 +47,79 @@ def _shareable_config(cfg: RunConfig) -> RunConfig:
                 source.pivot_path = Path(source.pivot_path).name
     if shared.publish.sign_key and shared.publish.sign_key != THROWAWAY:
         shared.publish.sign_key = Path(shared.publish.sign_key).name
+    if shared.publish.eval_results:
+        shared.publish.eval_results = EVAL_SUITE_NAME  # the copy the release carries
+    shared.corpus.dedup.decontaminate_against = [Path(p).name for p in shared.corpus.dedup.decontaminate_against]
+    shared.train.model = _public_base_model(shared.train.model)  # a local folder by its name only
+    shared.tokenizer.base = _public_base_model(shared.tokenizer.base)
     return shared
+
+
+# Keys that decide where, how fast or how a stage resumes, never what it writes: a publish may give them
+# other values than the stages ran with.
+_FREE_KEYS = frozenset({
+    "corpus.workers", "corpus.only_source", "corpus.executor", "train.resume", "train.resume_changed",
+    "train.save_every", "train.keep_checkpoints", "train.merged_export", "train.gradient_checkpointing",
+})
+# The stages whose config section the release takes from RUN/config.yaml, with the folder they write.
+_RECORDED_STAGES = ("corpus", "tokenizer", "train", "eval")
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def published_config(run_dir: RunDir, cfg: RunConfig) -> RunConfig:
+    """The config a release carries: ``RUN/config.yaml`` as the earlier stages recorded it (what made the
+    release's files), with this publish's own ``publish`` section. A ``cfg`` that contradicts what a stage
+    that ran recorded (an override such as ``train.lora_r=64`` at publish time, another config file) is
+    refused, naming each key, since the release and its card would describe files it did not make. Local
+    paths are compared by file name (a run moved to another machine still publishes)."""
+    path = run_dir.config
+    if not path.is_file():
+        raise PublishError(f"{path} is missing: a release carries the config its stages recorded there (langkit "
+                           "writes it when a stage runs); rerun the stages with langkit, or put the config they "
+                           "ran with at that path")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        recorded = config_from_dict(data if isinstance(data, dict) else {})
+    except (yaml.YAMLError, ConfigError) as err:
+        raise PublishError(f"{path} is not a langkit run config ({err}): it cannot say what made this run's "
+                           "files") from None
+    folders = {"corpus": run_dir.corpus, "tokenizer": run_dir.tokenizer_stage, "train": run_dir.train,
+               "eval": run_dir.eval}
+    ran = [stage for stage in _RECORDED_STAGES if folders[stage].exists()]
+    was = _flat(_shareable_config(recorded).to_dict())
+    given = _flat(_shareable_config(cfg).to_dict())
+
+    def compared(key: str) -> bool:
+        section = key.split(".", 1)[0]
+        if key in _FREE_KEYS or section == "publish":
+            return False
+        return section in ran if section in _RECORDED_STAGES else bool(ran)  # name, languages: any stage
+
+    conflicts = [key for key in sorted(set(was) | set(given)) if compared(key) and was.get(key) != given.get(key)]
+    if conflicts:
+        shown = "; ".join(f"{key}: {_short(was.get(key))} recorded, {_short(given.get(key))} given"
+                          for key in conflicts)
+        raise PublishError(f"the config given to publish contradicts what the earlier stages of {run_dir.root} "
+                           f"recorded in {path}: {shown}. A release carries the config that made its files: "
+                           "publish with the run's own config (only publish.* may differ), or rerun the stages "
+                           "these keys belong to")
+    published = copy.deepcopy(recorded)
+    published.publish = copy.deepcopy(cfg.publish)
+    return published
 
 
 THROWAWAY_DIR = "signing"  # RUN/signing/: the throwaway key pair of publish.sign_key: throwaway
@@ -109,8 +185,12 @@ def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
         raise PublishError(f"refusing to publish {', '.join(refused)}: a release holds no pickled files (.bin, "
                            ".pt, .pkl...) and no links; save the adapter as safetensors (PEFT's default) and "
                            "remove the others")
+    recorded = published_config(run_dir, cfg)  # before anything is signed or written
     facts = _gather(run_dir)
     _check_report_is_current(run_dir, facts.report)
+    facts.adapter_sha256 = sha256_file(run_dir.adapter_weights)
+    if cfg.publish.eval_results:
+        facts.suite = read_suite_results(Path(cfg.publish.eval_results))
     signing = _signing_key(cfg, run_dir)
     if signing is not None:
         facts.signer, facts.throwaway_key = signing[1], signing[2]
@@ -129,8 +209,10 @@ def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
         shutil.copyfile(new_tokens, tmp / NEW_TOKENS_NAME)
         if facts.report is not None:
             shutil.copyfile(run_dir.report, tmp / EVAL_REPORT_NAME)
-        save_config(_shareable_config(cfg), tmp / CONFIG_NAME)
-        atomic_write_text(tmp / CARD_NAME, str(_model_card(cfg, facts)))
+        if cfg.publish.eval_results:
+            shutil.copyfile(cfg.publish.eval_results, tmp / EVAL_SUITE_NAME)
+        save_config(_shareable_config(recorded), tmp / CONFIG_NAME)
+        atomic_write_text(tmp / CARD_NAME, str(_model_card(recorded, facts)))
         manifest = write_manifest(tmp)
         if signing is not None:
             sign_release(tmp, signing[0], b"" if signing[2] else None)  # over every file, the manifest too

@@ -15,6 +15,7 @@ from langkit.languages import LANGUAGES, get_language
 from langkit.publish.manifest import (
     CONFIG_NAME,
     EVAL_REPORT_NAME,
+    EVAL_SUITE_NAME,
     MANIFEST_NAME,
     SIGNATURE_NAME,
     TOKENIZER_DIR,
@@ -54,6 +55,10 @@ class _RunFacts:
     """Fingerprint of the public key whose private key signs the release ("" when unsigned)."""
     throwaway_key: bool = False
     """The signing key was made for this run only (publish.sign_key: throwaway)."""
+    suite: dict[str, Any] | None = None
+    """A ``langkit eval suite`` results.json to show (publish.eval_results)."""
+    adapter_sha256: str = ""
+    """SHA-256 of the released adapter's weights: which suite system is this adapter."""
 
 
 def _new_token_ids(data: Any) -> tuple[list[int], int | None]:
@@ -99,6 +104,52 @@ def _chrf(result: dict[str, Any]) -> dict[str, Any] | None:
 
 def _bleu(result: dict[str, Any]) -> dict[str, Any] | None:
     return _metric(result, "bleu", "BLEU")
+
+
+def _chrf2(result: dict[str, Any]) -> dict[str, Any] | None:
+    """chrF with word order 0 (chrF2: what AfroBench and lm-evaluation-harness report)."""
+    return _metric(result, "chrf", "chrF")
+
+
+def _flag_note(result: dict[str, Any]) -> str:
+    """'⚠ outputs empty (3/4)...' when the evaluation flagged this system's outputs for the direction: its
+    scores then measure that behaviour, not translation."""
+    flags = result.get("flags")
+    if not isinstance(flags, dict) or not flags.get("flags"):
+        return ""
+    from langkit.evaluate.metrics import describe_flags
+
+    try:
+        return "⚠ " + describe_flags(flags, int(result.get("n") or 0))
+    except (KeyError, TypeError, ValueError):
+        return "⚠ " + ", ".join(str(f) for f in flags["flags"])
+
+
+class _Signatures:
+    """The sacrebleu signatures of the numbers in one table, each listed once under its metric."""
+
+    def __init__(self) -> None:
+        self.by_metric: dict[str, list[str]] = {}
+
+    def note(self, name: str, signature: Any) -> None:
+        if signature and str(signature) not in self.by_metric.setdefault(name, []):
+            self.by_metric[name].append(str(signature))
+
+    def cell(self, metric: dict[str, Any] | None, name: str) -> str:
+        if metric is None:
+            return "–"
+        self.note(name, metric.get("signature"))
+        ci = metric.get("ci95")
+        if isinstance(ci, dict) and isinstance(ci.get("half_width"), (int, float)):
+            self.note(f"{name} 95% bootstrap interval (±)", ci.get("signature"))
+            return f"{_fmt(float(metric['score']))} ± {_fmt(float(ci['half_width']))}"
+        return _fmt(metric["score"])
+
+    def lines(self) -> list[str]:
+        out = ["sacrebleu signatures (they say exactly how each number was computed):", ""]
+        for name, sigs in self.by_metric.items():
+            out += [f"- {name}: `{sig}`" for sig in sigs if sigs]
+        return out
 
 
 def release_languages(cfg: RunConfig, facts: _RunFacts | None = None) -> list[str]:
@@ -274,35 +325,25 @@ def _card_body(cfg: RunConfig, facts: _RunFacts, base: str, languages: list[str]
             f"Translations of the held-out {split} split (`{test_set}`), greedy decoding, scored with sacrebleu. "
             "`langkit` is this adapter; `base`, when present, is the base model with its original tokenizer.",
             "",
-            "| Direction | System | Segments | chrF++ | BLEU |",
-            "|---|---|---|---|---|",
+            "| Direction | System | Segments | chrF++ | chrF | BLEU | Note |",
+            "|---|---|---|---|---|---|---|",
         ]
-        signatures: dict[str, list[str]] = {}
-
-        def note(name: str, signature: Any) -> None:
-            if signature and signature not in signatures.setdefault(name, []):
-                signatures[name].append(str(signature))
-
-        def cell(metric: dict[str, Any] | None, name: str) -> str:
-            if metric is None:
-                return "–"
-            note(name, metric.get("signature"))
-            ci = metric.get("ci95")
-            if isinstance(ci, dict) and isinstance(ci.get("half_width"), (int, float)):
-                note(f"{name} 95% bootstrap interval (±)", ci.get("signature"))
-                return f"{_fmt(float(metric['score']))} ± {_fmt(float(ci['half_width']))}"
-            return _fmt(metric["score"])
-
+        signatures = _Signatures()
         # grouped by direction, this adapter's row first
         for result in sorted(results, key=lambda r: (str(r.get("direction", "")), r.get("system", "langkit") != "langkit")):
             lines.append(
                 f"| {_direction_label(result)} (`{result.get('direction', '')}`) | {result.get('system', 'langkit')} "
-                f"| {_fmt(result.get('n'))} | {cell(_chrf(result), 'chrF++')} | {cell(_bleu(result), 'BLEU')} |"
+                f"| {_fmt(result.get('n'))} | {signatures.cell(_chrf(result), 'chrF++')} "
+                f"| {signatures.cell(_chrf2(result), 'chrF')} | {signatures.cell(_bleu(result), 'BLEU')} "
+                f"| {_flag_note(result)} |"
             )
-        lines += ["", "sacrebleu signatures (they say exactly how each number was computed):", ""]
-        for name, sigs in signatures.items():
-            lines += [f"- {name}: `{sig}`" for sig in sigs]
+        if any(_flag_note(r) for r in results):
+            lines += ["", "⚠: the evaluation flagged these outputs (empty, copying the source, or one text "
+                      "repeated): their scores measure that, not translation."]
+        lines += ["", *signatures.lines()]
         lines += ["", f"The per-direction details are in `{EVAL_REPORT_NAME}`.", ""]
+    if facts.suite is not None:
+        lines += _suite_section(facts.suite, facts.adapter_sha256)
 
     repo = repo_id or "<org>/<name>"
     vocab = max([GPT_OSS_VOCAB_SIZE] + [i + 1 for i in facts.new_token_ids])
@@ -327,8 +368,15 @@ def _card_body(cfg: RunConfig, facts: _RunFacts, base: str, languages: list[str]
         "model = PeftModel.from_pretrained(base, local)",
         "```",
         "",
-        "For serving, merge the adapter into the weights (`model.merge_and_unload()`) and serve the merged "
-        "model: LoRA on gpt-oss's expert weights is not supported by every inference server.",
+        "To serve it behind an OpenAI-compatible chat endpoint, `langkit serve` checks the release, merges the "
+        "adapter into the base and serves the merged folder (vLLM on a GPU, `transformers serve` otherwise); "
+        "the merged folder, written beside the release, is also what `vllm serve` takes (vLLM does not serve "
+        "LoRA on gpt-oss's expert weights):",
+        "",
+        "```bash",
+        f"langkit serve {title}{' --public-key publisher.pub.pem' if facts.signer else ''} --port 8000",
+        f"vllm serve {title}{MERGED_SUFFIX}    # or, once merged, vLLM directly",
+        "```",
         "",
     ]
     if tiny:
@@ -374,6 +422,85 @@ def _card_body(cfg: RunConfig, facts: _RunFacts, base: str, languages: list[str]
         lines.append("The corpus statistics were not found in the run directory.")
     lines.append("")
     return "\n".join(lines)
+
+
+MERGED_SUFFIX = "-merged"  # langkit serve writes RELEASE-merged/ beside a release (langkit.publish.serve)
+SUITE_FORMAT = "langkit-eval-suite/1"  # langkit.evaluate.suite.RESULTS_FORMAT
+
+
+def read_suite_results(path: Path) -> dict[str, Any]:
+    """A ``langkit eval suite`` results.json, checked enough to make a table of it."""
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise PublishError(f"publish.eval_results: {path} not found (a results.json written by langkit eval "
+                           "suite)") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PublishError(f"publish.eval_results: {path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != SUITE_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise PublishError(f"publish.eval_results: {path} is not a langkit eval suite results.json (format "
+                           f"{found!r}, expected {SUITE_FORMAT!r})")
+    if not isinstance(data.get("results"), list) or not isinstance(data.get("systems"), dict):
+        raise PublishError(f"publish.eval_results: {path} has no results list and systems table")
+    return data
+
+
+def _suite_system(name: str, info: Any, adapter_sha256: str) -> str:
+    """One system of a suite, told without local paths or endpoint addresses (they mean nothing to readers)."""
+    info = info if isinstance(info, dict) else {}
+    kind = str(info.get("kind", "?"))
+    if kind == "run":
+        what = f"a langkit run on `{_public_base_model(str(info.get('model', '?')))}`"
+        if adapter_sha256 and info.get("adapter_sha256") == adapter_sha256:
+            what = f"this release's adapter on `{_public_base_model(str(info.get('model', '?')))}`"
+    elif kind == "hf":
+        what = f"`{_public_base_model(str(info.get('model', '?')))}`" + (" with an adapter" if info.get("adapter") else "")
+    elif kind == "openai":
+        what = f"an OpenAI-compatible endpoint serving `{Path(str(info.get('model', '?'))).name}`"
+    elif kind == "file":
+        what = "outputs read from files"
+    else:
+        what = kind
+    return f"- `{name}`: {what}"
+
+
+def _suite_section(suite: dict[str, Any], adapter_sha256: str) -> list[str]:
+    """The card's table of a ``langkit eval suite`` run: its tasks, systems, scores, flags and paired tests."""
+    tasks = [t for t in suite.get("tasks", []) if isinstance(t, dict)]
+    results = [r for r in suite.get("results", []) if isinstance(r, dict)]
+    lines = ["### Benchmarks", "",
+             f"Scored with `langkit eval suite` (greedy decoding, outputs scored as produced); the whole results "
+             f"file is `{EVAL_SUITE_NAME}`.", ""]
+    if tasks:
+        lines += ["Tasks:", ""]
+        for t in tasks:
+            licence = f", licence {t['license']}" if t.get("license") else ""
+            lines.append(f"- `{t.get('name', '?')}`: {t.get('title') or t.get('name', '?')}{licence}")
+        lines.append("")
+    lines += ["Systems:", ""]
+    lines += [_suite_system(str(name), info, adapter_sha256) for name, info in suite["systems"].items()]
+    lines.append("")
+    if isinstance(suite.get("limit"), int) and suite["limit"] > 0:
+        lines += [f"Only the first {suite['limit']} segments of each direction were scored: these numbers are not "
+                  "comparable with published ones.", ""]
+    signatures = _Signatures()
+    lines += ["| Task | Direction | System | Segments | chrF++ | chrF | BLEU | Note |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.get('task', '?')} | {_direction_label(r)} | {r.get('system', '?')} | {_fmt(r.get('n'))} "
+                     f"| {signatures.cell(_chrf(r), 'chrF++')} | {signatures.cell(_chrf2(r), 'chrF')} "
+                     f"| {signatures.cell(_bleu(r), 'BLEU')} | {_flag_note(r)} |")
+    paired = [p for p in suite.get("paired", []) if isinstance(p, dict) and p.get("p_value") is not None]
+    if paired:
+        lines += ["", f"Paired bootstrap tests of chrF++ against `{suite.get('baseline', '?')}` (same segments "
+                  "resampled for both systems; p < 0.05: a difference beyond chance):", ""]
+        for p in paired:
+            signatures.note("paired test", p.get("signature"))
+            lines.append(f"- {p.get('task', '?')} `{p.get('direction', '?')}`: `{p.get('compared_system', '?')}` "
+                         f"{_fmt(p.get('system'))} vs {_fmt(p.get('baseline'))}, p = {p['p_value']}")
+    lines += ["", *signatures.lines(), ""]
+    return lines
 
 
 def _checking_section(facts: _RunFacts, repo: str, title: str) -> list[str]:

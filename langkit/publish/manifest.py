@@ -17,6 +17,7 @@ MANIFEST_FORMAT = "langkit-manifest/1"
 CARD_NAME = "README.md"
 CONFIG_NAME = "langkit_config.yaml"
 EVAL_REPORT_NAME = "eval_report.json"
+EVAL_SUITE_NAME = "eval_suite_results.json"  # a `langkit eval suite` results.json (publish.eval_results)
 NEW_TOKENS_NAME = "new_tokens.json"
 TOKENIZER_DIR = "tokenizer"
 SIGNATURE_NAME = "model.sig"  # written after the manifest, so the manifest cannot list it; it signs the manifest
