@@ -335,12 +335,13 @@ def step_rates(
             s, sh = sigs[lo : lo + MERGE_CHUNK], short[lo : lo + MERGE_CHUNK]
             keys = index.band_keys(s)
             best, similarity = index.match_flushed(s, sh, keys)
+            sharing = index.sharing_rows(keys).tolist()
             for r in range(len(s)):
                 flushed = (int(best[r]), float(similarity[r]))
-                dropped += (
-                    index.check_and_add_signature(str(lo + r), s[r], bool(sh[r]), keys[r], flushed)
-                    is not None
+                match = index.check_and_add_signature(
+                    str(lo + r), s[r], bool(sh[r]), keys[r], flushed, alone=not sharing[r]
                 )
+                dropped += match is not None
             index.flush()
         return dropped
 

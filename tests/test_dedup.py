@@ -4,6 +4,7 @@ their own, then inside corpus builds (reasons, pointers, accounting, config)."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from langkit.config import ConfigError, SourceConfig, config_from_dict, load_config
 from langkit.corpus import build_corpus, run
-from langkit.corpus.dedup import Decontaminator, MinHasher, NearDuplicateIndex, dedup_text
+from langkit.corpus.dedup import Decontaminator, Match, MinHasher, NearDuplicateIndex, dedup_text
 from langkit.rundir import RunDir
 
 # Illustrative sentences written for these tests (not validated language data). A sentence of about
@@ -158,6 +159,41 @@ def test_batched_signatures_equal_one_at_a_time(unit: str, shingle: int) -> None
     assert sigs.shape == (len(expected), 32) and sigs.dtype == np.uint32
     for batched, single in zip(sigs, expected, strict=True):
         np.testing.assert_array_equal(batched, single)
+
+
+def test_chunked_decisions_equal_one_at_a_time() -> None:
+    # The build's path (one vectorized lookup per chunk, rows sharing no band key in the chunk decided
+    # "alone") gives the decisions of check_and_add one record at a time, chunk boundaries included.
+    rng = random.Random(5)
+    words = "ñaata waa dëkk bi ak jàng lekk naan xam dem ñëw ci ngir moo ma nga".split()
+    texts: list[str] = []
+    for _ in range(600):
+        if texts and rng.random() < 0.3:
+            base = rng.choice(texts).split()
+            base[rng.randrange(len(base))] = rng.choice(words)
+            texts.append(" ".join(base))
+        else:
+            texts.append(" ".join(rng.choice(words) for _ in range(rng.randint(2, 12))))
+    one = NearDuplicateIndex()
+    expected = [one.check_and_add(str(i), t) for i, t in enumerate(texts)]
+    chunked = NearDuplicateIndex()
+    sigs, has, short = chunked.hasher.signatures([(t, "") for t in texts])
+    assert has.all()
+    got: list[Match | None] = []
+    shared = 0
+    for lo in range(0, len(texts), 97):
+        s, sh = sigs[lo : lo + 97], short[lo : lo + 97]
+        keys = chunked.band_keys(s)
+        best, similarity = chunked.match_flushed(s, sh, keys)
+        sharing = chunked.sharing_rows(keys)
+        shared += int(sharing.sum())
+        for r in range(len(s)):
+            got.append(chunked.check_and_add_signature(
+                str(lo + r), s[r], bool(sh[r]), keys[r], (int(best[r]), float(similarity[r])), alone=not sharing[r]
+            ))  # fmt: skip
+        chunked.flush()
+    assert got == expected and sum(m is not None for m in got) > 20
+    assert 0 < shared < len(texts)  # both paths were taken
 
 
 def test_index_checks_its_settings() -> None:

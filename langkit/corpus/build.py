@@ -654,6 +654,8 @@ def _merge_one(
                 short = np.array([bool(it["short"]) for it in signed], dtype=bool)
                 keys = index.band_keys(sigs)
                 best, best_similarity = index.match_flushed(sigs, short, keys)
+                # Most records share no band key with another of the chunk: no pending search for them.
+                sharing = index.sharing_rows(keys).tolist()
             c = s = 0
             for item in chunk:
                 if "report" in item:
@@ -685,6 +687,7 @@ def _merge_one(
                             bool(short[row]),
                             keys[row],
                             (int(best[row]), float(best_similarity[row])),
+                            alone=not sharing[row],
                         )
                     ):
                         reason = "near_duplicate"

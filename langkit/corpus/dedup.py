@@ -406,14 +406,35 @@ class NearDuplicateIndex:
         order = sorted(candidates)
         return self._best(sig, short, order, np.stack([self._pending_sigs[i] for i in order]))
 
+    def sharing_rows(self, keys: np.ndarray) -> np.ndarray:
+        """[n] bool: which rows of a batch ([n, bands] keys from :meth:`band_keys`) share a key in
+        some band with another row of the batch. A row that shares none can be decided with
+        ``alone=True``: no record pending with it can be its candidate, nor it theirs."""
+        tags = (keys | self._band_tags).ravel()
+        _, inverse, counts = np.unique(tags, return_inverse=True, return_counts=True)
+        return np.asarray((counts[inverse.reshape(-1)] > 1).reshape(keys.shape).any(axis=1), dtype=bool)
+
     def check_and_add_signature(
-        self, key: str, sig: np.ndarray, short: bool, keys: np.ndarray, flushed: tuple[int, float] = (-1, 0.0)
+        self,
+        key: str,
+        sig: np.ndarray,
+        short: bool,
+        keys: np.ndarray,
+        flushed: tuple[int, float] = (-1, 0.0),
+        alone: bool = False,
     ) -> Match | None:
         """Decide one record from its signature, band keys and best flushed match (from
         :meth:`match_flushed`; records of the last flush and earlier): its match among every
-        indexed record, or None after indexing it under ``key``."""
-        tagged = (keys | self._band_tags).tolist()
-        record, similarity = self._match_pending(sig, short, tagged)
+        indexed record, or None after indexing it under ``key``. ``alone``: no other record decided
+        before the next :meth:`flush` shares a band key with it (:meth:`sharing_rows`), so the
+        records pending since the last flush are not searched and it is not put among them (the
+        flush still indexes it); :meth:`find` must not be called before that flush."""
+        if alone:
+            tagged: list[int] = []
+            record, similarity = -1, 0.0
+        else:
+            tagged = (keys | self._band_tags).tolist()
+            record, similarity = self._match_pending(sig, short, tagged)
         # Flushed records come before pending ones: on equal similarity the flushed one is earlier.
         if flushed[0] >= 0 and (record < 0 or flushed[1] >= similarity):
             record, similarity = flushed
@@ -423,8 +444,10 @@ class NearDuplicateIndex:
         self._keys.append(key)
         self._short.append(short)
         self._signatures.append(sig)
-        self._pending_sigs[i] = sig
         self._pending_keys.append(keys)
+        if alone:
+            return None
+        self._pending_sigs[i] = sig
         pending = self._pending
         for t in tagged:
             # Most entries hold one record: an int, not a list, keeps the dict small.
@@ -493,7 +516,7 @@ class NearDuplicateIndex:
             return None
         keys = self.band_keys(sig[None])[0]
         match = self.check_and_add_signature(key, sig, short, keys, self._flushed_match(sig, short, keys))
-        if len(self._pending_sigs) >= _FLUSH:
+        if len(self._pending_keys) >= _FLUSH:
             self.flush()
         return match
 
