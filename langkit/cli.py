@@ -209,6 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", metavar="NAME.tar", help="bundle file")
     p.add_argument("--out", required=True, help="destination folder (new or empty)")
     p.add_argument("--public-key", metavar="PUB.pem", default=None, help=public_key_help)
+
+    p = sub.add_parser("serve", help="an OpenAI-compatible chat endpoint for a run or a release (until Ctrl-C)")
+    p.add_argument("target", metavar="RUN_OR_RELEASE",
+                   help="a run directory, or a release folder (downloaded or unbundled: verified first)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
+    p.add_argument("--backend", choices=["auto", "vllm", "transformers"], default="auto",
+                   help="auto: vLLM when installed with a GPU, else transformers serve")
+    p.add_argument("--public-key", metavar="PUB.pem", default=None,
+                   help="the publisher's public key: a release is served only if model.sig verifies with it")
+    p.add_argument("--base", default=None, metavar="MODEL",
+                   help="the base model's folder or Hub id (default: train.model of the release's config)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="where the merged, servable folder goes (default: RELEASE-merged beside a release, "
+                        "RUN/serve/model in a run)")
+    p.add_argument("--device", default="auto", help="transformers serve's device: auto (cuda if any), cpu, cuda")
+    p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for the first answer")
     return parser
 
 
@@ -416,6 +433,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             _tokenizer_stats(args)
     elif args.command == "publish":
         return _publish(args)
+    elif args.command == "serve":
+        return _serve(args)
     return 0
 
 
@@ -551,6 +570,45 @@ def _publish_action(args: argparse.Namespace) -> int:
     elif args.action == "unbundle":
         print(publish.unbundle_release(Path(args.bundle), Path(args.out), public_key=args.public_key).summary())
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Serve in the foreground until Ctrl-C (or SIGTERM), then stop the server and what it started."""
+    import signal
+    import time
+
+    from langkit import publish
+    from langkit.publish.serve import first_request, serve
+    from langkit.serve import ServerError
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C, and a service manager's stop: the server is stopped too (SIGINT is set here as well, since a shell
+    # that starts a job in the background has it ignored)
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        server, cfg = serve(args.target, host=args.host, port=args.port, backend=args.backend,
+                            public_key=args.public_key, base=args.base, out_dir=args.out, device=args.device,
+                            startup_timeout=args.startup_timeout)
+    except (publish.PublishError, ServerError) as err:  # a release that does not verify, a server that fails
+        print(f"langkit: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    try:
+        print(first_request(server.base_url, server.model, cfg.languages), flush=True)
+        while server.running:
+            time.sleep(0.5)
+        print(f"langkit: the {server.backend} server stopped (exit code {server.process.returncode}); its log "
+              f"({server.log_path}) ends:\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping the server", flush=True)
+        return 0
+    finally:
+        server.stop()
 
 
 def _ask_passphrase(key: Path | None) -> None:

@@ -147,3 +147,81 @@ def test_eval_suite_scores_a_run_a_hub_model_an_endpoint_and_a_file_in_one_comma
     assert report["systems"]["served"]["kind"] == "openai"
     for name in ("results.md", "results.csv", "results.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_agency_path_unbundle_serve_first_request_and_score(demo_run, tmp_path):
+    """The README's agency path on the demo's signed release: bundle it, unbundle it with the publisher's public
+    key, `langkit serve` the folder (verified again, merged beside it, never inside), a first chat request
+    through the official openai client, the served model scored by `langkit eval suite` with the very
+    translations the run itself gives, and Ctrl-C stopping the server."""
+    import queue
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+
+    from openai import OpenAI
+
+    from langkit.harmony import translation_request
+    from langkit.serve import SYSTEM_IDENTITY, free_port
+
+    public_key = str(demo_run / "signing/throwaway.pub.pem")
+    bundle, release = tmp_path / "wolof-v1.tar", tmp_path / "agency" / "wolof-v1"
+    assert main(["-q", "publish", "bundle", str(demo_run / "release"), "--out", str(bundle)]) == 0
+    assert main(["-q", "publish", "unbundle", str(bundle), "--out", str(release), "--public-key", public_key]) == 0
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "langkit", "serve", str(release), "--port", str(port),
+                               "--public-key", public_key], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in server.stdout], daemon=True).start()
+    seen: list[str] = []
+    try:
+        while not any(line.startswith("  model:") for line in seen):
+            try:
+                seen.append(lines.get(timeout=600))
+            except queue.Empty:
+                pytest.fail("langkit serve printed no model line within 600 s:\n" + "".join(seen))
+            assert server.poll() is None or not lines.empty(), "langkit serve exited:\n" + "".join(seen)
+        printed = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in seen if line.startswith("  ")
+                   and ":" in line}
+        url, model = printed["base URL"], printed["model"]
+        assert url == f"http://127.0.0.1:{port}/v1" and Path(model) == release.parent / "wolof-v1-merged"
+
+        with OpenAI(base_url=url, api_key="EMPTY", max_retries=0) as client:
+            answer = client.chat.completions.create(
+                model=model, temperature=0, max_tokens=4,
+                messages=[{"role": "system", "content": SYSTEM_IDENTITY},
+                          {"role": "user", "content": translation_request("fra_Latn", "wol_Latn", "Il pleut.")}])
+        content = answer.choices[0].message.content
+        assert isinstance(content, str) and "<|" not in content  # the final channel's text, nothing of harmony
+
+        flores = tmp_path / "flores" / "flores200_dataset" / "devtest"
+        flores.mkdir(parents=True)
+        (flores / "eng_Latn.devtest").write_text("The water is cold.\nThank you very much.\nGood morning.\n", "utf-8")
+        (flores / "wol_Latn.devtest").write_text("Ndox mi dafa sedd.\nJërëjëf lool.\nJàmm nga fanaan.\n", "utf-8")
+        out = tmp_path / "results"
+        assert main(["-q", "eval", "suite", "--task", "flores200-devtest", "--data", str(tmp_path / "flores"),
+                     "--system", f"adapted=run:{demo_run}", "--system", f"served=openai:{url}@{model}",
+                     "--directions", "eng_Latn-wol_Latn", "--max-new-tokens", "4", "--batch-size", "1",
+                     "--bootstrap", "0", "--out", str(out)]) == 0
+        report = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        assert [(r["system"], r["n"]) for r in report["results"]] == [("adapted", 3), ("served", 3)]
+        hyps = out / "outputs" / "flores200-devtest"
+        assert (hyps / "served.eng_Latn-wol_Latn.hyp").read_text("utf-8") == \
+            (hyps / "adapted.eng_Latn-wol_Latn.hyp").read_text("utf-8")
+
+        # the release is as it was signed: the merged folder went beside it
+        assert main(["-q", "publish", "verify", str(release), "--public-key", public_key]) == 0
+        server.send_signal(signal.SIGINT)  # Ctrl-C
+        assert server.wait(60) == 0
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass  # nothing listens any more: the server the command started is stopped too
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()

@@ -24,8 +24,9 @@ changed since it was signed.
 The parts, one module each: :mod:`~langkit.publish.manifest` (file names, the manifest, verification,
 errors), :mod:`~langkit.publish.card` (the model card), :mod:`~langkit.publish.build` (the release
 folder), :mod:`~langkit.publish.signing` (keys, model.sig), :mod:`~langkit.publish.hub` (push and
-download), :mod:`~langkit.publish.bundle` (one tar file for offline transport). :func:`run` is the
-stage's one front door.
+download), :mod:`~langkit.publish.bundle` (one tar file for offline transport), :mod:`~langkit.publish.serve`
+(``langkit serve``: a verified release merged beside itself and served; what serving gpt-oss costs). :func:`run`
+is the stage's one front door.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from langkit.publish.manifest import (
     verify_release,
     write_manifest,
 )
+from langkit.publish.serve import servable_from_release, weight_memory
 from langkit.publish.signing import (
     PASSPHRASE_ENV,
     THROWAWAY,
@@ -76,8 +78,8 @@ __all__ = [
     "KeyPair", "VerifyReport",
     "build_model_card", "build_release", "bundle_release", "check_signature", "download_release",
     "fingerprint_of", "generate_key_pair", "is_encrypted_key_file", "load_private_key", "load_public_key",
-    "push_release", "read_manifest", "release_languages", "run", "sign_release", "unbundle_release",
-    "verify_release", "write_manifest", "_energy_line",
+    "push_release", "read_manifest", "release_languages", "run", "servable_from_release", "sign_release",
+    "unbundle_release", "verify_release", "weight_memory", "write_manifest", "_energy_line",
 ]  # fmt: skip
 
 
