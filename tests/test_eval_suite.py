@@ -99,7 +99,7 @@ def test_missing_or_misaligned_files_are_refused_naming_files_and_counts(flores)
     with pytest.raises(TaskError, match=r"not line-aligned: .*eng_Latn.devtest has 6 lines, .*wol_Latn.devtest has 5"):
         load_benchmark_directions(bench, flores, only=["eng_Latn-wol_Latn"])
     (flores / "flores200_dataset" / "devtest" / "swh_Latn.devtest").unlink()
-    with pytest.raises(TaskError, match=r"benchmark file not found: .*swh_Latn.devtest"):
+    with pytest.raises(FileNotFoundError, match=r"benchmark file not found: .*swh_Latn.devtest"):
         load_benchmark_directions(bench, flores, only=["eng_Latn-swh_Latn"])
     with pytest.raises(TaskError, match="bci_Latn is not in this benchmark"):
         load_benchmark_directions(bench, flores, only=["eng_Latn-bci_Latn"])

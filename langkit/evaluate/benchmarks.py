@@ -172,9 +172,11 @@ def _file(bench: Benchmark, data: Path, code: str, pair: str) -> Path:
     return data / bench.files.format(code=bench.codes[code], pair=pair)
 
 
-def _read_text_file(path: Path) -> list[str]:
+def read_segments(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, one segment each (a final newline ends the last line, CRLF accepted).
+    Missing: FileNotFoundError; not UTF-8: :class:`TaskError` naming the line."""
     if not path.is_file():
-        raise TaskError(f"benchmark file not found: {path}")
+        raise FileNotFoundError(f"benchmark file not found: {path}")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
@@ -189,7 +191,7 @@ def _read_text_file(path: Path) -> list[str]:
 
 def _read_tsv(path: Path, columns: tuple[str, ...]) -> tuple[list[str], list[str]]:
     if not path.is_file():
-        raise TaskError(f"benchmark file not found: {path}")
+        raise FileNotFoundError(f"benchmark file not found: {path}")
     with path.open(encoding="utf-8-sig", newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
@@ -241,7 +243,7 @@ def load_benchmark_directions(bench: Benchmark, data: str | Path | None, *, only
         else:
             pair, _ = _pair_name(bench, src, tgt)
             paths = {code: _file(bench, Path(data), code, pair) for code in (src, tgt)}
-            texts = {code: _read_text_file(path) for code, path in paths.items()}
+            texts = {code: read_segments(path) for code, path in paths.items()}
             where = {code: str(path) for code, path in paths.items()}
         if len(texts[src]) != len(texts[tgt]):
             raise TaskError(f"{bench.name} {src}-{tgt}: not line-aligned: {where[src]} has {len(texts[src])} lines, "

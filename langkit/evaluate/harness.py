@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from langkit.evaluate.benchmarks import read_segments
 from langkit.harmony import SYSTEM_MESSAGE, translation_request
 from langkit.languages import get_language
 from langkit.utils import get_logger, sha256_file
@@ -94,22 +95,8 @@ def parse_direction(spec: str) -> HarnessDirection:
     return HarnessDirection(task or f"langkit_{src}-{tgt}", src, tgt, Path(source), Path(reference))
 
 
-def _read_segments(path: Path) -> list[str]:
-    """Lines of a UTF-8 file (one segment per line; a final newline ends the last line, CRLF accepted)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 ({err})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
-
-
 def _aligned(direction: HarnessDirection) -> list[tuple[str, str]]:
-    sources, references = _read_segments(direction.source), _read_segments(direction.reference)
+    sources, references = read_segments(direction.source), read_segments(direction.reference)
     if len(sources) != len(references):
         raise ValueError(f"{direction.task}: {direction.source} has {len(sources)} lines but {direction.reference} "
                          f"has {len(references)}; the files must be line-aligned")

@@ -256,9 +256,9 @@ class FileSystem:
         found = next((p for p in self.candidates(task, source_language, target_language) if p.is_file()), None)
         if found is None:
             return None
-        from langkit.evaluate.benchmarks import _read_text_file
+        from langkit.evaluate.benchmarks import read_segments
 
-        lines = _read_text_file(found)
+        lines = read_segments(found)
         if len(lines) != total:
             raise ValueError(f"system {self.name}: {found} has {len(lines)} lines but {task} {source_language}-"
                              f"{target_language} has {total} references: one output per reference, in order")
