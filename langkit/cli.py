@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--language-budget", action="append", default=[], metavar="LANG=N",
                    help="fixed number of new tokens for one language; the others share the rest")
     p.add_argument("--no-pivot-guard", action="store_true", help="allow merges that change English/French")
+    p.add_argument("--pivot-text", action="append", default=[], metavar="LANG:PATH",
+                   help="English or French that comes with the text (e.g. the aligned side of its pairs): the "
+                        "pivot guard also protects the names and words it shares with the text")
     p.add_argument("--pivot-guard-tolerance", type=float, default=None, metavar="SHARE",
                    help="protect pivot pairs and words used more often than this share of running text "
                         "(default: 1e-6; 0 protects every listed word)")
@@ -98,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", action="append", default=None, metavar="DIR_OR_NAME",
                    help="tokenizer folder or Hub id; repeat to compare side by side (default: gpt-oss)")
     p.add_argument("--text", action="append", required=True, metavar="LANG:PATH",
-                   help="e.g. wol_Latn:wol.txt; an eng_Latn file with as many lines is taken as aligned English")
+                   help="e.g. wol_Latn:wol.txt; an eng_Latn (or fra_Latn) file with as many lines is taken as "
+                        "aligned: the premium is tokens per English token")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--plot", metavar="PNG", help="also write a bar chart of tokens per word")
     p.add_argument("--no-normalize", action="store_true", help="measure the text as it is, not normalized")
@@ -271,8 +275,13 @@ def _tokenizer_stats(args: argparse.Namespace) -> None:
                           "tok/word": f"{d['tokens_per_word']:.3f}",
                           "char/tok": f"{d['chars_per_token']:.3f}", "byte/tok": f"{d['bytes_per_token']:.3f}",
                           "split": f"{d['split_word_share']:.1%}",
-                          "premium": "" if d["premium"] is None else f"{d['premium']:.3f}"})
+                          "premium": "" if d["premium"] is None else f"{d['premium']:.3f}" + ("*" if d["premium_via"] else ""),
+                          "pairs": d["premium_lines"] or ""})
     _print_table(table, list(table[0]) if table else [])
+    via_french = sorted({d["premium_factor"] for row in rows for d in row["tokenizers"].values() if d["premium_via"]})
+    if via_french:
+        print("premium: tokens per aligned English token on 'pairs' line pairs; *: measured against aligned French, "
+              f"times {', '.join(map(str, via_french))} French tokens per English token")
 
 
 def _tokenizer_extend(args: argparse.Namespace) -> None:
@@ -304,8 +313,14 @@ def _tokenizer_extend(args: argparse.Namespace) -> None:
         if not lines:
             raise ValueError(f"--text {language}:{path} holds no text (every line is empty)")
         texts.setdefault(language, []).extend(lines)
+    pivot_texts: dict[str, list[str]] = {}
+    for language, path in parse_text_args(args.pivot_text):
+        if language not in {"eng_Latn", "fra_Latn"}:
+            raise ValueError(f"--pivot-text {language}:{path}: the pivots are eng_Latn and fra_Latn")
+        pivot_texts.setdefault(language, []).extend(read_lines(path))
     tokenizer, new_tokens = extend_with_config(load_base_tokenizer(args.base), texts, config, args.out,
-                                               sources=sources)
+                                               sources=sources + parse_text_args(args.pivot_text),
+                                               pivot_texts=pivot_texts)
     print(f"wrote {args.out}: {len(tokenizer)} ids ({len(new_tokens)} new; list in {Path(args.out) / 'new_tokens.json'})")
 
 

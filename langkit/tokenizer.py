@@ -25,7 +25,7 @@ import time
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +279,16 @@ class Fertility:
     split_words: int
     """Words (running, not distinct) that the tokenizer cuts into two tokens or more."""
     premium: float | None = None
-    """Tokens / English tokens on the same aligned lines, when aligned English text was given."""
+    """Tokens per token of the aligned English (the "English premium"), on the line pairs where both sides
+    hold text; measured against aligned French times :data:`FRA_PER_ENG_TOKENS` (or a measured factor) when
+    no English is aligned (``premium_via``). None when neither is aligned."""
+    premium_lines: int = 0
+    """How many aligned line pairs ``premium`` rests on."""
+    premium_via: str | None = None
+    """None: measured against aligned English; ``fra_Latn``: measured against aligned French and converted
+    with ``premium_factor`` French tokens per English token."""
+    premium_factor: float | None = None
+    """French tokens per English token used to convert a premium over French (see ``premium_via``)."""
 
     @property
     def tokens_per_word(self) -> float:
@@ -344,30 +353,96 @@ def fertility(tokenizer: Any, lines: Sequence[str], language: str = "", path: st
     )
 
 
+FRA_PER_ENG_TOKENS = 1.335
+"""gpt-oss's French tokens per English token on the same sentences (o200k_harmony on FLORES-200 dev, 997
+normalized line pairs; 1.31 on Gospel verses, 1.34 on the UDHR, 1.38 on MediaWiki messages): turns a premium
+measured against aligned French into one over English when no English is aligned. It holds for extensions
+of gpt-oss's tokenizer too, since the pivot guard keeps French and English as they were."""
+
+PIVOTS = ("eng_Latn", "fra_Latn")
+
+
+def premium(tokenizer: Any, pairs: Sequence[tuple[str, str]], pivot: str = "eng_Latn",
+            fra_per_eng: float = FRA_PER_ENG_TOKENS) -> tuple[float | None, int]:
+    """Tokens of the text per token of its aligned English over ``pairs`` ((text, pivot text) line pairs; pairs
+    with an empty side are skipped), and how many pairs that rests on. With ``pivot="fra_Latn"`` the pivot
+    side is French, and the ratio is divided by ``fra_per_eng`` (French tokens per English token)."""
+    if pivot not in PIVOTS:
+        raise ValueError(f"premium is measured against eng_Latn or fra_Latn, not {pivot!r}")
+    kept = [(text, other) for text, other in pairs if text.strip() and other.strip()]
+    if not kept:
+        return None, 0
+    ids = tokenizer([line for pair in kept for line in pair], add_special_tokens=False)["input_ids"]
+    tokens, pivot_tokens = sum(map(len, ids[0::2])), sum(map(len, ids[1::2]))
+    if not pivot_tokens:
+        return None, len(kept)
+    ratio = tokens / pivot_tokens * (fra_per_eng if pivot == "fra_Latn" else 1.0)
+    return round(ratio, 4), len(kept)
+
+
+def set_premium(stats: Fertility, tokenizer: Any, aligned: Mapping[str, Sequence[tuple[str, str]]],
+                fra_per_eng: float = FRA_PER_ENG_TOKENS) -> Fertility:
+    """Fill ``stats.premium`` from ``aligned`` ({pivot language: (text, pivot text) pairs}): over English
+    when English is aligned, else over French converted with ``fra_per_eng``."""
+    for pivot in PIVOTS:
+        if aligned.get(pivot):
+            value, lines = premium(tokenizer, aligned[pivot], pivot, fra_per_eng)
+            if value is not None:
+                stats.premium, stats.premium_lines = value, lines
+                stats.premium_via = None if pivot == "eng_Latn" else pivot
+                stats.premium_factor = None if pivot == "eng_Latn" else fra_per_eng
+                break
+    return stats
+
+
+def _aligned_partner(path: Path, count: int, candidates: Sequence[tuple[Path, list[str]]]) -> list[str] | None:
+    """The lines of the candidate file aligned with ``path`` (``count`` lines, empty ones included): one with as
+    many lines, preferring one with the same name up to its last suffix (``flores200.dev.wol`` and
+    ``flores200.dev.eng``) in the same folder."""
+    same = [(p, lines) for p, lines in candidates if len(lines) == count and p != path]
+    if not same:
+        return None
+    named = [lines for p, lines in same if p.parent == path.parent and p.stem == path.stem]
+    return named[0] if named else same[0][1]
+
+
 def compare_tokenizers(
     tokenizers: Mapping[str, Any], files: Sequence[tuple[str, Path]], normalize: bool = True
 ) -> list[dict[str, Any]]:
     """:func:`fertility` of each tokenizer on each ``(language, path)`` file, side by side.
 
     With ``normalize``, each file first goes through its language's normalization (the corpus
-    stage's rules), so the numbers describe what the model sees. When an English file with as many
-    lines as another file is among ``files``, the two are taken as aligned and the other file's
-    ``premium`` is its tokens over the English tokens, for the same tokenizer. ``cut`` is the share of
-    tokens each tokenizer saves on the file against the first one (the base, when it is listed first)."""
+    stage's rules), so the numbers describe what the model sees. A file is aligned with an English or
+    French file among ``files`` that has as many lines (empty ones included; one with the same name up to
+    the last suffix is preferred): its ``premium`` is its tokens per English token on the line pairs where
+    both sides hold text (``premium_lines``), for the same tokenizer. Without aligned English, the premium
+    over aligned French is converted to one over English with the French file's own premium when English
+    aligned with the French is given too, else with :data:`FRA_PER_ENG_TOKENS` (``premium_via``).
+    ``cut`` is the share of tokens each tokenizer saves on the file against the first one (the base, when
+    it is listed first)."""
     texts = []
     for language, path in files:
         lines = read_lines(path, keep_empty=True)
-        texts.append((language, path, normalize_lines(lines, language) if normalize else lines))
-    english = {len(lines): lines for language, _, lines in texts if language == "eng_Latn"}
+        texts.append((language, Path(path), normalize_lines(lines, language) if normalize else lines))
+    by_pivot = {pivot: [(path, lines) for language, path, lines in texts if language == pivot] for pivot in PIVOTS}
     rows = []
     for language, path, lines in texts:
         row: dict[str, Any] = {"language": language, "path": str(path), "tokenizers": {}}
+        aligned: dict[str, list[tuple[str, str]]] = {}
+        french_english: list[tuple[str, str]] = []
+        if language != "eng_Latn":
+            for pivot in PIVOTS:
+                partner = _aligned_partner(path, len(lines), by_pivot[pivot]) if pivot != language else None
+                if partner is not None:
+                    aligned[pivot] = list(zip(lines, partner, strict=True))
+                    if pivot == "fra_Latn":
+                        english = _aligned_partner(path, len(lines), by_pivot["eng_Latn"])
+                        french_english = list(zip(partner, english, strict=True)) if english else []
         for name, tokenizer in tokenizers.items():
             stats = fertility(tokenizer, [line for line in lines if line], language, str(path))
-            reference = english.get(len(lines))
-            if reference is not None and language != "eng_Latn":
-                eng_tokens = fertility(tokenizer, [line for line in reference if line]).tokens
-                stats.premium = round(stats.tokens / eng_tokens, 4) if eng_tokens else None
+            # The French side's own premium over English, measured with this tokenizer when English is there.
+            factor = premium(tokenizer, french_english)[0] if french_english else None
+            set_premium(stats, tokenizer, aligned, factor or FRA_PER_ENG_TOKENS)
             row["tokenizers"][name] = stats.to_dict()
         first, *others = row["tokenizers"].values()
         first["cut"] = None
@@ -648,6 +723,13 @@ def _backend_json(tokenizer: Any) -> dict[str, Any]:
     return json.loads(tokenizer.backend_tokenizer.to_str())
 
 
+PIVOT_TEXT_RATIO = 0.1
+"""A pair or word that the corpus's pivot text uses at this share or more of the rate (per token) at which
+the target languages use it belongs to the pivots too, and the pivot guard refuses it (see
+:meth:`PivotGuard.with_text`). Words of the target languages that turn up in a French sentence now and then
+stay far below it; the names and markup that aligned texts share are near 1."""
+
+
 @dataclass
 class PivotGuard:
     """What the extension must not touch so that English and French tokenize as before: adjacent token
@@ -659,10 +741,50 @@ class PivotGuard:
     touches (the summed frequency of the pivot words holding it) and protects those above a
     ``tolerance``: the long tail of the lists holds names and borrowings that also live in the target
     languages (and any word at all is in it somewhere), and protecting all of them costs far more
-    target-language tokens than the pivot text they stand for."""
+    target-language tokens than the pivot text they stand for.
+
+    The frequency lists miss what a corpus shares with its own pivot side: the names of its news (a
+    Swahili story about Museveni has an English one about him) and the markup of its interface messages.
+    As the budget grows the extension reaches down to exactly those strings, which is why, with the lists
+    alone, English and French lines change more at 32,000 new tokens than at 8,000. :meth:`with_text`
+    adds the pivot text that comes with the corpus (the aligned side of its pairs): a pair or word that
+    this text uses at :data:`PIVOT_TEXT_RATIO` or more of the rate at which the target languages use it is
+    the pivots' too, and is refused."""
 
     pairs: set[tuple[int, int]]
     words: set[str]
+    text_pairs: dict[tuple[int, int], int] = field(default_factory=dict)
+    """Adjacent token pairs inside the words of the pivot text (base tokenization) -> occurrences."""
+    text_words: dict[str, int] = field(default_factory=dict)
+    """Pre-tokenized pieces of the pivot text that hold a letter -> occurrences."""
+    text_tokens: int = 0
+    """Base tokens in those pieces: the denominator of the pivot text's rates."""
+
+    def with_text(self, tokenizer: Any, lines: Iterable[str]) -> PivotGuard:
+        """This guard plus the pair and word counts of ``lines`` of pivot text (any pivot language)."""
+        backend = tokenizer.backend_tokenizer
+        pieces: Counter[str] = Counter()
+        for line in lines:
+            for piece, (start, end) in backend.pre_tokenizer.pre_tokenize_str(line):
+                if _has_letter(line[start:end]):
+                    pieces[piece] += 1
+        pairs: Counter[tuple[int, int]] = Counter(self.text_pairs)
+        words: Counter[str] = Counter(self.text_words)
+        tokens = self.text_tokens
+        for piece, n in pieces.items():
+            ids = [t.id for t in backend.model.tokenize(piece)]
+            words[piece] += n
+            tokens += n * len(ids)
+            for pair in zip(ids, ids[1:], strict=False):
+                pairs[pair] += n
+        return PivotGuard(self.pairs, self.words, dict(pairs), dict(words), tokens)
+
+    def text_refuses(self, pivot_count: int, target_count: int, target_tokens: int) -> bool:
+        """True when the pivot text uses a pair or word (``pivot_count`` times) at :data:`PIVOT_TEXT_RATIO` or
+        more of the rate at which the target text uses it (``target_count`` in ``target_tokens``)."""
+        if not pivot_count or not self.text_tokens:
+            return False
+        return pivot_count / self.text_tokens >= PIVOT_TEXT_RATIO * target_count / max(1, target_tokens)
 
     # How a listed word appears in running text: after a space or at the start of a line, in lower case,
     # capitalised (sentence starts, and names: the lists spell them in lower case) and in capitals; and
@@ -879,14 +1001,34 @@ def learn_merges(
     banned_pairs = guard.pairs if guard else set()
     banned_words = guard.words if guard else set()
     refused: set[tuple[int, int]] = set()
+    target_tokens = sum(language_tokens)
+    word_total: Counter[str] = Counter()
+    for string, count in zip(strings, counts, strict=True):
+        word_total[string] += count
+
+    def pivot_pair(pair: tuple[int, int]) -> bool:
+        """The pivot guard protects ``pair``: from the frequency lists, or because the corpus's pivot text
+        uses it about as much as the target languages do (counts only fall as merges go on, so a refusal
+        stays right)."""
+        if pair in banned_pairs:
+            return True
+        return guard is not None and guard.text_refuses(guard.text_pairs.get(pair, 0), pair_stats.total.get(pair, 0),
+                                                        target_tokens)
+
+    def pivot_word(string: str) -> bool:
+        """The pivot guard protects the whole word ``string`` (the same two ways)."""
+        if string in banned_words:
+            return True
+        return guard is not None and guard.text_refuses(guard.text_words.get(string, 0), word_total[string],
+                                                        target_tokens)
 
     def allowed(pair: tuple[int, int]) -> bool:
-        if pair in banned_pairs or pair in refused:
+        if pair in refused:
             return False
         merged = id_to_token[pair[0]] + id_to_token[pair[1]]
         # Already a base token (BPE reaches it another way: a second id would be ambiguous), or a
         # whole pivot word (it would be looked up directly and change the pivot's tokenization).
-        if merged in vocab or merged in banned_words:
+        if merged in vocab or pivot_pair(pair) or pivot_word(merged):
             refused.add(pair)
             return False
         return True
@@ -904,7 +1046,7 @@ def learn_merges(
         alone finds it: no merge); None when it may not have one (a base token or pivot word already, or
         an earlier new token would never be produced again)."""
         string = strings[w]
-        if string in vocab or string in banned_words:
+        if string in vocab or pivot_word(string):
             return None
         cuts, at = [], 0
         for t in pair_stats.words[w][:-1]:
@@ -912,7 +1054,7 @@ def learn_merges(
             cuts.append(at)
         for cut in cuts + [c for c in range(1, len(string)) if c not in cuts]:
             left, right = vocab.get(string[:cut]), vocab.get(string[cut:])
-            if (left is not None and right is not None and (left, right) not in banned_pairs
+            if (left is not None and right is not None and not pivot_pair((left, right))
                     and not pair_stats.would_swallow((left, right))):
                 return [(left, right)]
         return None if pair_stats.word_token_would_strand(string) else []
@@ -1019,6 +1161,7 @@ def learn_merges(
 def extend_with_config(
     tokenizer: Any, texts: Mapping[str, Sequence[str]], config: Any, out_dir: str | Path, normalize_config: Any = None,
     sources: Sequence[tuple[str, str | Path]] = (),
+    pivot_texts: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[Any, list[NewToken]]:
     """Extend ``tokenizer`` as a :class:`langkit.config.TokenizerConfig` says: the text normalized by each
     language's rules (``normalize_config``: the corpus stage's, or the defaults), the pivot guard, the
@@ -1027,12 +1170,20 @@ def extend_with_config(
 
     Next to the tokenizer, ``extension.json`` records how it was made, so that it can be made again: the
     settings, the new tokens by the share that paid for them, each language's lines and a digest of the
-    (normalized) text it learned from, and the ``sources`` files ((language, path) pairs) with their SHA-256."""
+    (normalized) text it learned from, and the ``sources`` files ((language, path) pairs) with their SHA-256.
+
+    ``pivot_texts`` ({eng_Latn or fra_Latn: lines}) is the pivot side that comes with the text (the aligned
+    English or French of its pairs): the pivot guard also protects what it uses about as much as the target
+    languages do (:meth:`PivotGuard.with_text`)."""
     started = time.perf_counter()
+    pivot_texts = {lang: list(lines) for lang, lines in (pivot_texts or {}).items() if lines}
     if config.normalize:
         texts = {lang: normalize_lines(lines, lang, normalize_config) for lang, lines in texts.items()}
+        pivot_texts = {lang: normalize_lines(lines, lang, normalize_config) for lang, lines in pivot_texts.items()}
     guard = (PivotGuard.build(tokenizer, top_n=config.pivot_guard_words, tolerance=config.pivot_guard_tolerance)
              if config.pivot_guard else None)
+    if guard is not None and pivot_texts:
+        guard = guard.with_text(tokenizer, (line for lines in pivot_texts.values() for line in lines))
 
     def describe(new_tokens: list[NewToken]) -> dict[str, Any]:
         learned = Counter(t.language for t in new_tokens)
@@ -1047,6 +1198,11 @@ def extend_with_config(
                        "text_sha256": hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()}
                 for lang, lines in sorted(texts.items())
             },
+            "pivot_text": {  # what the pivot guard read besides the frequency lists
+                lang: {"lines": len(lines),
+                       "text_sha256": hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()}
+                for lang, lines in sorted(pivot_texts.items())
+            } if guard is not None else {},
             "sources": [{"language": lang, "path": str(path), "sha256": sha256_file(path)} for lang, path in sources],
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -1133,37 +1289,82 @@ def _texts_by_language(parquet: Path, column: str, language_column: str) -> dict
     return dict(texts)
 
 
+def _aligned_pairs(parquets: Iterable[Path]) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """{language: {pivot language: [(text, pivot text)]}} from the records of ``parquets`` that have a pivot."""
+    import pyarrow.parquet as pq
+
+    pairs: dict[str, dict[str, list[tuple[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    for parquet in parquets:
+        table = pq.read_table(parquet, columns=["language", "text", "pivot_language", "pivot_text"]).to_pydict()
+        for language, text, pivot, pivot_text in zip(table["language"], table["text"], table["pivot_language"],
+                                                     table["pivot_text"], strict=True):
+            if language and text and pivot and pivot_text:
+                pairs[language][pivot].append((text, pivot_text))
+    return {language: dict(by_pivot) for language, by_pivot in pairs.items()}
+
+
+def _normalize_pairs(pairs: Mapping[str, Sequence[tuple[str, str]]], language: str, normalize_config: Any
+                     ) -> dict[str, list[tuple[str, str]]]:
+    if not normalize_config:
+        return {pivot: list(items) for pivot, items in pairs.items()}
+    return {pivot: list(zip(normalize_lines([a for a, _ in items], language, normalize_config),
+                            normalize_lines([b for _, b in items], pivot, normalize_config), strict=True))
+            for pivot, items in pairs.items()}
+
+
 def run(cfg: Any, run_dir: Any) -> Path:
-    """Extend the base tokenizer with merges learned on the corpus's train split, and measure the
-    fertility of both tokenizers on the test split (target languages and their pivots): ``stats.json``
-    and a bar chart ``fertility.png``."""
+    """Extend the base tokenizer with merges learned on the corpus's train split, and measure both
+    tokenizers on the text the extension did not learn from: ``stats.json`` and a bar chart
+    ``fertility.png``.
+
+    Fertility and cut are measured on the dev and test splits together (the target languages and their
+    pivots). The English premium of both tokenizers is measured on the aligned pairs of those splits, and
+    the base tokenizer's also on every aligned pair of the corpus (it learned from none of them), each
+    with the number of line pairs it rests on."""
     train_split = run_dir.require(run_dir.split("train"), "corpus")
     test_split = run_dir.require(run_dir.split("test"), "corpus")
+    held_splits = [split for split in (run_dir.split("dev"), test_split) if split.exists()]
     normalize_config = cfg.corpus.normalize if cfg.tokenizer.normalize else None
     texts = {lang: lines for lang, lines in _texts_by_language(train_split, "text", "language").items()
              if lang in cfg.languages}
     if not texts:
         raise ValueError(f"{train_split} holds no text in {', '.join(cfg.languages)}")
+    # The pivot side of the training pairs: what English and French share with this corpus (names, markup).
+    pivot_texts = {lang: lines for lang, lines in _texts_by_language(train_split, "pivot_text", "pivot_language").items()
+                   if lang in PIVOTS}
     base = load_base_tokenizer(cfg.tokenizer.base)
-    extended, new_tokens = extend_with_config(base, texts, cfg.tokenizer, run_dir.tokenizer, normalize_config)
-    measured = _texts_by_language(test_split, "text", "language")
-    for lang, lines in _texts_by_language(test_split, "pivot_text", "pivot_language").items():
-        measured.setdefault(lang, []).extend(lines)
+    extended, new_tokens = extend_with_config(base, texts, cfg.tokenizer, run_dir.tokenizer, normalize_config,
+                                              pivot_texts=pivot_texts)
+    measured: dict[str, list[str]] = defaultdict(list)
+    for split in held_splits:
+        for lang, lines in _texts_by_language(split, "text", "language").items():
+            measured[lang].extend(lines)
+        for lang, lines in _texts_by_language(split, "pivot_text", "pivot_language").items():
+            measured[lang].extend(lines)
+    held_pairs = _aligned_pairs(held_splits)
+    all_pairs = _aligned_pairs([train_split, *held_splits])
     rows = []
     for lang in sorted(measured):
         lines = normalize_lines(measured[lang], lang, normalize_config) if normalize_config else measured[lang]
-        before = fertility(base, lines, lang, str(test_split))
-        after = fertility(extended, lines, lang, str(test_split))
+        held_aligned = _normalize_pairs(held_pairs.get(lang, {}), lang, normalize_config)
+        before = set_premium(fertility(base, lines, lang, "dev+test"), base, held_aligned)
+        after = set_premium(fertility(extended, lines, lang, "dev+test"), extended, held_aligned)
+        everywhere = set_premium(Fertility(lang, "train+dev+test", 0, 0, 0, 0, 0, 0), base,
+                                 _normalize_pairs(all_pairs.get(lang, {}), lang, normalize_config))
         reduction = round(1 - after.tokens / before.tokens, 4) if before.tokens else 0.0
-        rows.append({"language": lang, "path": str(test_split),
+        rows.append({"language": lang, "path": "dev+test", "lines": len(lines),
                      "tokenizers": {"base": before.to_dict(), "extended": after.to_dict()},
-                     "token_reduction": reduction})
-        log.info("%s: %.3f -> %.3f tokens per word (%+.1f%% tokens)", lang, before.tokens_per_word,
-                 after.tokens_per_word, -100 * reduction)
+                     "token_reduction": reduction,
+                     "base_premium_all_aligned": {"premium": everywhere.premium, "lines": everywhere.premium_lines,
+                                                  "via": everywhere.premium_via, "factor": everywhere.premium_factor}})
+        log.info("%s: %.3f -> %.3f tokens per word (%+.1f%% tokens) on %d lines; English premium %s -> %s",
+                 lang, before.tokens_per_word, after.tokens_per_word, -100 * reduction, len(lines),
+                 before.premium, after.premium)
     write_json(run_dir.tokenizer_stage / "stats.json", {
         "base": cfg.tokenizer.base, "budget": cfg.tokenizer.budget, "new_tokens": len(new_tokens),
         "new_tokens_by_language": dict(Counter(t.language for t in new_tokens)),
-        "vocab_size": len(extended), "measured_on": str(test_split), "normalized": bool(normalize_config),
+        "vocab_size": len(extended), "measured_on": [str(split) for split in held_splits],
+        "normalized": bool(normalize_config), "fra_per_eng_tokens": FRA_PER_ENG_TOKENS,
         "languages": rows,
     })
     if rows:

@@ -515,3 +515,148 @@ def test_unknown_tokenizer_offline_is_a_clear_error(capsys):
     assert main(["-q", "tokenizer", "stats", "--tokenizer", "someorg/no-such-model", "--text",
                  f"wol_Latn:{__file__}"]) == 2
     assert "HF_HUB_OFFLINE" in capsys.readouterr().err
+
+
+# Line-aligned text written for these tests: Wolof, its English and its French, line for line.
+ALIGNED = {
+    "wol_Latn": ["Xale yi dañuy dem lekkool ci suba.", "Ndox mi dafa sedd lool.", "",
+                 "Sama yaay dafa togg ceebu jën."],
+    "eng_Latn": ["The children go to school in the morning.", "The water is very cold.", "An unpaired line.",
+                 "My mother cooked rice and fish."],
+    "fra_Latn": ["Les enfants vont à l'école le matin.", "L'eau est très froide.", "Une ligne sans paire.",
+                 "Ma mère a préparé du riz au poisson."],
+}
+
+
+def _tokens(tokenizer, lines):
+    return sum(len(ids) for ids in tokenizer(list(lines), add_special_tokens=False)["input_ids"])
+
+
+def test_premium_is_over_aligned_english_or_over_french_converted(base_tokenizer, tmp_path):
+    from langkit.tokenizer import FRA_PER_ENG_TOKENS, compare_tokenizers
+
+    paths = {}
+    for language, lines in ALIGNED.items():
+        paths[language] = tmp_path / f"flores.dev.{language[:3]}"
+        paths[language].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Another English file with as many lines: the one named like the Wolof file is its aligned English.
+    (tmp_path / "other").mkdir()
+    decoy = tmp_path / "other" / "news.eng"
+    decoy.write_text("One.\nTwo.\nThree.\nFour.\n", encoding="utf-8")
+    pairs = [(w, e, f) for w, e, f in zip(*ALIGNED.values(), strict=True) if w]  # the empty Wolof line has no pair
+    wol, eng, fra = ([p[i] for p in pairs] for i in range(3))
+
+    rows = compare_tokenizers({"base": base_tokenizer}, [("eng_Latn", decoy), ("wol_Latn", paths["wol_Latn"]),
+                                                         ("eng_Latn", paths["eng_Latn"])], normalize=False)
+    stats = rows[1]["tokenizers"]["base"]
+    assert stats["premium"] == round(_tokens(base_tokenizer, wol) / _tokens(base_tokenizer, eng), 4)
+    assert stats["premium_lines"] == 3 and stats["premium_via"] is None
+    assert rows[0]["tokenizers"]["base"]["premium"] is None  # English has no premium over itself
+
+    # French only: the premium over French, converted with the French/English factor.
+    rows = compare_tokenizers({"base": base_tokenizer}, [("wol_Latn", paths["wol_Latn"]),
+                                                         ("fra_Latn", paths["fra_Latn"])], normalize=False)
+    stats = rows[0]["tokenizers"]["base"]
+    over_french = _tokens(base_tokenizer, wol) / _tokens(base_tokenizer, fra)
+    assert stats["premium_via"] == "fra_Latn" and stats["premium_factor"] == FRA_PER_ENG_TOKENS
+    assert stats["premium"] == round(over_french * FRA_PER_ENG_TOKENS, 4) and stats["premium_lines"] == 3
+
+    # French and English aligned with each other: the factor is the French file's own, measured.
+    rows = compare_tokenizers({"base": base_tokenizer}, [("wol_Latn", paths["wol_Latn"]),
+                                                         ("fra_Latn", paths["fra_Latn"]),
+                                                         ("eng_Latn", paths["eng_Latn"])], normalize=False)
+    french = rows[1]["tokenizers"]["base"]
+    assert french["premium"] == round(_tokens(base_tokenizer, ALIGNED["fra_Latn"]) /
+                                      _tokens(base_tokenizer, ALIGNED["eng_Latn"]), 4)
+    assert rows[0]["tokenizers"]["base"]["premium_via"] is None  # English itself was there: measured directly
+
+
+def test_cli_stats_prints_the_premium_and_its_pairs(tmp_path, capsys):
+    paths = []
+    for language in ("wol_Latn", "fra_Latn"):
+        path = tmp_path / f"udhr.{language[:3]}"
+        path.write_text("\n".join(ALIGNED[language]) + "\n", encoding="utf-8")
+        paths += ["--text", f"{language}:{path}"]
+    assert main(["-q", "tokenizer", "stats", *paths]) == 0
+    out = capsys.readouterr().out
+    wolof = next(line for line in out.splitlines() if line.startswith("wol_Latn"))
+    assert "*" in wolof.split()[-2] and wolof.split()[-1] == "3"
+    assert "aligned French" in out
+
+
+def test_stage_reports_premium_on_held_out_and_all_aligned_text(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from langkit import tokenizer as stage
+    from langkit.config import config_from_dict
+    from langkit.rundir import RunDir
+
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.dataset.mkdir(parents=True)
+    columns = ("language", "text", "pivot_language", "pivot_text")
+    rows = {
+        # train: Wolof aligned with French, Swahili aligned with English, Swahili without a pivot
+        "train": [("wol_Latn", line, "fra_Latn", "Phrase française numéro un.") for line in SAMPLE_TEXT["wol_Latn"]]
+        + [("swh_Latn", line, "eng_Latn", "An English sentence.") for line in SAMPLE_TEXT["swh_Latn"][:4]]
+        + [("swh_Latn", line, "", "") for line in SAMPLE_TEXT["swh_Latn"][4:]],
+        "dev": [("wol_Latn", ALIGNED["wol_Latn"][0], "fra_Latn", ALIGNED["fra_Latn"][0])],
+        "test": [("wol_Latn", ALIGNED["wol_Latn"][1], "fra_Latn", ALIGNED["fra_Latn"][1]),
+                 ("swh_Latn", "Watoto wanakwenda shuleni.", "eng_Latn", "The children go to school."),
+                 ("swh_Latn", "Maji ni baridi.", "", "")],
+    }
+    for split, records in rows.items():
+        pq.write_table(pa.table({c: [r[i] for r in records] for i, c in enumerate(columns)}), run_dir.split(split))
+    cfg = config_from_dict({"languages": ["wol_Latn", "swh_Latn"],
+                            "tokenizer": {"budget": 5, "pivot_guard": False, "min_frequency": 2}})
+    stage.run(cfg, run_dir)
+    stats = json.loads((run_dir.tokenizer_stage / "stats.json").read_text("utf-8"))
+    by_language = {row["language"]: row for row in stats["languages"]}
+    assert set(by_language) == {"wol_Latn", "swh_Latn", "fra_Latn", "eng_Latn"}
+    wolof, swahili = by_language["wol_Latn"], by_language["swh_Latn"]
+    # Measured on dev and test together, never on the test split alone.
+    assert wolof["lines"] == 2 and swahili["lines"] == 2 and len(stats["measured_on"]) == 2
+    for name in ("base", "extended"):
+        assert wolof["tokenizers"][name]["premium_via"] == "fra_Latn" and wolof["tokenizers"][name]["premium_lines"] == 2
+        assert swahili["tokenizers"][name]["premium_via"] is None and swahili["tokenizers"][name]["premium_lines"] == 1
+        assert wolof["tokenizers"][name]["premium"] > 0 and swahili["tokenizers"][name]["premium"] > 0
+    # The base tokenizer's premium on every aligned pair of the corpus, train split included.
+    assert wolof["base_premium_all_aligned"]["lines"] == len(SAMPLE_TEXT["wol_Latn"]) + 2
+    assert swahili["base_premium_all_aligned"]["lines"] == 4 + 1
+    assert by_language["fra_Latn"]["tokenizers"]["base"]["premium"] is None
+
+
+def test_pivot_text_guard_keeps_shared_names_out_and_target_words_in(base_tokenizer, tmp_path):
+    from langkit.tokenizer import PivotGuard, extend_tokenizer
+
+    # Invented names that a Swahili story and its English side share, and Swahili words that the English
+    # side quotes once (a party's name): the names belong to English too, the words do not.
+    names = "Zelamuko Bwakenyi Ntaluhira"
+    swahili = [f"Rais {names} alisema kwamba wananchi wanahitaji maji safi kijijini."] * 6 + [
+        "Wananchi wanahitaji maji safi na chakula kijijini kila siku."] * 6
+    english = [f"President {names} said that citizens need clean water in the village."] * 6 + [
+        "The party Wananchi Kijijini met on Monday."]
+    guard = PivotGuard(set(), set()).with_text(base_tokenizer, english)
+    plain, _ = extend_tokenizer(base_tokenizer, {"swh_Latn": swahili}, 40, tmp_path / "plain", 2)
+    guarded, new_tokens = extend_tokenizer(base_tokenizer, {"swh_Latn": swahili}, 40, tmp_path / "guarded", 2,
+                                           guard=guard)
+
+    def ids(tok, line):
+        return tok(line, add_special_tokens=False)["input_ids"]
+
+    held_out = f"Yesterday {names} visited the village again."
+    assert ids(plain, held_out) != ids(base_tokenizer, held_out)  # the names really tempt BPE
+    assert ids(guarded, held_out) == ids(base_tokenizer, held_out)
+    # Target words that the pivot text uses far less than Swahili does still get their tokens.
+    texts = {t.text.strip() for t in new_tokens}
+    assert {"Wananchi", "kijijini"} & texts
+    assert len(ids(guarded, swahili[6])) < len(ids(base_tokenizer, swahili[6]))
+
+
+def test_cli_extend_refuses_pivot_text_that_is_not_a_pivot(tmp_path, capsys):
+    wol = tmp_path / "wol.txt"
+    wol.write_text("\n".join(SAMPLE_TEXT["wol_Latn"]) + "\n", encoding="utf-8")
+    assert main(["-q", "tokenizer", "extend", "--budget", "5", "--text", f"wol_Latn:{wol}", "--out",
+                 str(tmp_path / "out"), "--pivot-text", f"lin_Latn:{wol}"]) != 0
+    assert "the pivots are eng_Latn and fra_Latn" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
