@@ -723,7 +723,7 @@ def _backend_json(tokenizer: Any) -> dict[str, Any]:
     return json.loads(tokenizer.backend_tokenizer.to_str())
 
 
-PIVOT_TEXT_RATIO = 0.1
+PIVOT_TEXT_RATIO = 0.03
 """A pair or word that the corpus's pivot text uses at this share or more of the rate (per token) at which
 the target languages use it belongs to the pivots too, and the pivot guard refuses it (see
 :meth:`PivotGuard.with_text`). Words of the target languages that turn up in a French sentence now and then
@@ -761,10 +761,19 @@ class PivotGuard:
     """Base tokens in those pieces: the denominator of the pivot text's rates."""
 
     def with_text(self, tokenizer: Any, lines: Iterable[str]) -> PivotGuard:
-        """This guard plus the pair and word counts of ``lines`` of pivot text (any pivot language)."""
+        """This guard plus the pair and word counts of ``lines`` of pivot text (any pivot language). Lines that
+        the corpus stage's built-in identifier takes for a target language are left out: aligned files hold
+        segments left untranslated (MAFAND's French side has Wolof lines), and their words are not the
+        pivots'."""
+        from langkit.corpus.langid import FunctionWordIdentifier
+        from langkit.languages import TARGET_LANGUAGES
+
+        identifier = FunctionWordIdentifier()
         backend = tokenizer.backend_tokenizer
         pieces: Counter[str] = Counter()
         for line in lines:
+            if identifier.predict(line)[0] in TARGET_LANGUAGES:
+                continue
             for piece, (start, end) in backend.pre_tokenizer.pre_tokenize_str(line):
                 if _has_letter(line[start:end]):
                     pieces[piece] += 1
@@ -792,20 +801,24 @@ class PivotGuard:
     # piece "'école"). Each form counts with the word's whole frequency: a safe overestimate.
     FORMS = (" {w}", "{w}", " {c}", "{c}", " {u}", "{u}")
     ELIDED = "'{w}"
+    # Names: every word of the lists, whatever its frequency, capitalised (as a name is written).
+    NAME_FORMS = (" {c}", "{c}")
 
     @classmethod
-    def weigh(cls, tokenizer: Any, frequencies: Mapping[str, float], floor: float = 0.0
-              ) -> tuple[dict[tuple[int, int], float], dict[str, float]]:
+    def weigh(cls, tokenizer: Any, frequencies: Mapping[str, float], floor: float = 0.0,
+              forms_only: Sequence[str] | None = None) -> tuple[dict[tuple[int, int], float], dict[str, float]]:
         """For each token pair inside a word form and each pre-tokenized piece of one, the summed share of
         running text of the words in ``frequencies`` ({word: share}) whose forms hold it. Words rarer than
-        ``floor`` are left out (they cannot add up to much, and skipping them is faster)."""
+        ``floor`` are left out (they cannot add up to much, and skipping them is faster). ``forms_only``
+        replaces :attr:`FORMS` and the elided form with these templates."""
         backend = tokenizer.backend_tokenizer
         forms: dict[str, float] = defaultdict(float)
         for word, frequency in frequencies.items():
             if frequency < floor:
                 continue
             cases = {"w": word, "c": word.capitalize(), "u": word.upper()}
-            templates = cls.FORMS + ((cls.ELIDED,) if word[:1] in "aeiouhâàéèêîôûœ" else ())
+            templates = tuple(forms_only) if forms_only is not None else (
+                cls.FORMS + ((cls.ELIDED,) if word[:1] in "aeiouhâàéèêîôûœ" else ()))
             for text in {template.format(**cases) for template in templates}:
                 forms[text] += frequency
         pair_weight: dict[tuple[int, int], float] = defaultdict(float)
@@ -841,19 +854,23 @@ class PivotGuard:
 
     @classmethod
     def build(cls, tokenizer: Any, languages: Sequence[str] = ("eng_Latn", "fra_Latn"), top_n: int = 50_000,
-              tolerance: float = 1e-6) -> PivotGuard:
+              tolerance: float = 1e-6, names: bool = True) -> PivotGuard:
         """Protect what the ``top_n`` most frequent words of each pivot language use more than
         ``tolerance`` of the time (shares of running text, from the frequency lists that the wordfreq
-        package carries; read offline, nothing of them is copied into langkit)."""
+        package carries; read offline, nothing of them is copied into langkit). With ``names``, also every
+        word of the whole lists capitalised, whatever its frequency: names travel between languages (an
+        English news story about Tanzania names Chama cha Mapinduzi, Mwananchi and HakiElimu as the Swahili
+        one does), and the rare tail of the lists is where they are. Lower-case words of the target
+        languages that the lists also hold keep their own tokens."""
         import wordfreq
 
         from langkit.languages import get_language
 
-        # The guard takes ~10-20 s to weigh; it depends only on the tokenizer, the lists and the settings,
-        # so it is kept in the cache, named by a hash of all of them.
+        # The guard takes ~10-20 s to weigh (about a minute with names); it depends only on the tokenizer,
+        # the lists and the settings, so it is kept in the cache, named by a hash of all of them.
         key = hashlib.sha256(json.dumps(
             [tokenizer.backend_tokenizer.to_str(), list(languages), top_n, tolerance, cls.FORMS, cls.ELIDED,
-             getattr(wordfreq, "__version__", "")]).encode()).hexdigest()[:16]
+             getattr(wordfreq, "__version__", "")] + ([cls.NAME_FORMS] if names else [])).encode()).hexdigest()[:16]
         cached = cache_dir() / "pivot-guard" / f"{key}.json"
         if cached.exists():
             stored = json.loads(cached.read_text("utf-8"))
@@ -869,6 +886,10 @@ class PivotGuard:
             guard = cls.from_frequencies(tokenizer, listed, tolerance)
             pairs |= guard.pairs
             pieces |= guard.words
+            if names:
+                name_pairs, name_pieces = cls.weigh(tokenizer, dict.fromkeys(frequency, 1.0), forms_only=cls.NAME_FORMS)
+                pairs |= set(name_pairs)
+                pieces |= set(name_pieces)
         log.info("pivot guard: %d protected word forms, %d protected pairs", len(pieces), len(pairs))
         cached.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cached, json.dumps({"pairs": sorted(pairs), "words": sorted(pieces)}, ensure_ascii=False))

@@ -31,8 +31,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a benchmark never needs the network (set before transformers loads)
 
+from langkit import tokenizer as tokenizer_module  # noqa: E402
 from langkit.config import TokenizerConfig  # noqa: E402
 from langkit.corpus.langid import FunctionWordIdentifier  # noqa: E402
+from langkit.languages import TARGET_LANGUAGES  # noqa: E402
 from langkit.tokenizer import (  # noqa: E402
     PivotGuard,
     extend_with_config,
@@ -42,8 +44,6 @@ from langkit.tokenizer import (  # noqa: E402
     parse_text_args,
     read_lines,
 )
-
-TARGETS = ("wol_Latn", "bci_Latn", "swh_Latn", "lin_Latn")
 
 
 def encode_all(tokenizer, lines):
@@ -128,6 +128,9 @@ def main() -> None:
                         help="English or French aligned with some --text file (held out like it)")
     parser.add_argument("--no-pivot-text", action="store_true",
                         help="langkit's pivot guard uses the frequency lists only, not the --pivot training part")
+    parser.add_argument("--pivot-text-ratio", type=float, default=None, metavar="R",
+                        help="the pivot guard's refusal ratio for the pivot text (default: langkit's "
+                             "PIVOT_TEXT_RATIO)")
     parser.add_argument("--holdout", type=float, default=0.0, help="share of each --text file measured, not trained on")
     parser.add_argument("--budget", type=int, nargs="+", default=[8000], metavar="N",
                         help="one or more budgets, e.g. --budget 8000 16000 32000")
@@ -141,6 +144,8 @@ def main() -> None:
                         help="also train plain and langkit on the first F of each training file and print the "
                              "cuts against F at the first budget (how the cut grows with more text)")
     args = parser.parse_args()
+    if args.pivot_text_ratio is not None:
+        tokenizer_module.PIVOT_TEXT_RATIO = args.pivot_text_ratio
 
     def split(lines):
         cut_at = len(lines) - int(len(lines) * args.holdout)
@@ -171,7 +176,7 @@ def main() -> None:
         trained, held = split(read_lines(path))
         pivot_train[language].extend(trained)
         for line in held if args.holdout else trained:
-            if identifier.predict(line)[0] in TARGETS:
+            if identifier.predict(line)[0] in TARGET_LANGUAGES:
                 foreign[language] += 1
             else:
                 pivots[language].append(line)

@@ -324,7 +324,7 @@ def test_pivot_guard_keeps_english_and_french(base_tokenizer, tmp_path):
 def test_pivot_guard_reads_frequent_words_offline(base_tokenizer):
     from langkit.tokenizer import PivotGuard
 
-    guard = PivotGuard.build(base_tokenizer, top_n=2000)
+    guard = PivotGuard.build(base_tokenizer, top_n=2000, names=False)
     bt = base_tokenizer.backend_tokenizer
     # A frequent French word that gpt-oss cuts in two is protected with and without its leading space.
     piece = bt.pre_tokenizer.pre_tokenize_str(" aujourd")[0][0]
@@ -433,10 +433,10 @@ def test_pivot_guard_is_cached(base_tokenizer, tmp_path, monkeypatch):
     from langkit.tokenizer import PivotGuard
 
     monkeypatch.setattr(tokenizer_module, "cache_dir", lambda: tmp_path)
-    first = PivotGuard.build(base_tokenizer, top_n=500)
+    first = PivotGuard.build(base_tokenizer, top_n=500, names=False)
     assert len(list((tmp_path / "pivot-guard").glob("*.json"))) == 1
-    assert PivotGuard.build(base_tokenizer, top_n=500) == first
-    assert PivotGuard.build(base_tokenizer, top_n=500, tolerance=1e-3) != first  # other settings, other entry
+    assert PivotGuard.build(base_tokenizer, top_n=500, names=False) == first
+    assert PivotGuard.build(base_tokenizer, top_n=500, tolerance=1e-3, names=False) != first  # other settings, other entry
     assert len(list((tmp_path / "pivot-guard").glob("*.json"))) == 2
 
 
@@ -629,13 +629,13 @@ def test_stage_reports_premium_on_held_out_and_all_aligned_text(tmp_path):
 def test_pivot_text_guard_keeps_shared_names_out_and_target_words_in(base_tokenizer, tmp_path):
     from langkit.tokenizer import PivotGuard, extend_tokenizer
 
-    # Invented names that a Swahili story and its English side share, and Swahili words that the English
-    # side quotes once (a party's name): the names belong to English too, the words do not.
+    # Invented names that a Swahili story and its English side share, and a Swahili word that the English
+    # side quotes once: the names belong to English too, the word does not (English uses it far less).
     names = "Zelamuko Bwakenyi Ntaluhira"
     swahili = [f"Rais {names} alisema kwamba wananchi wanahitaji maji safi kijijini."] * 6 + [
         "Wananchi wanahitaji maji safi na chakula kijijini kila siku."] * 6
     english = [f"President {names} said that citizens need clean water in the village."] * 6 + [
-        "The party Wananchi Kijijini met on Monday."]
+        "The crowd chanted kijijini at the rally."] + ["The weather was fine and people went to work early."] * 80
     guard = PivotGuard(set(), set()).with_text(base_tokenizer, english)
     plain, _ = extend_tokenizer(base_tokenizer, {"swh_Latn": swahili}, 40, tmp_path / "plain", 2)
     guarded, new_tokens = extend_tokenizer(base_tokenizer, {"swh_Latn": swahili}, 40, tmp_path / "guarded", 2,
@@ -648,8 +648,7 @@ def test_pivot_text_guard_keeps_shared_names_out_and_target_words_in(base_tokeni
     assert ids(plain, held_out) != ids(base_tokenizer, held_out)  # the names really tempt BPE
     assert ids(guarded, held_out) == ids(base_tokenizer, held_out)
     # Target words that the pivot text uses far less than Swahili does still get their tokens.
-    texts = {t.text.strip() for t in new_tokens}
-    assert {"Wananchi", "kijijini"} & texts
+    assert "kijijini" in {t.text.strip() for t in new_tokens}
     assert len(ids(guarded, swahili[6])) < len(ids(base_tokenizer, swahili[6]))
 
 
@@ -660,3 +659,21 @@ def test_cli_extend_refuses_pivot_text_that_is_not_a_pivot(tmp_path, capsys):
                  str(tmp_path / "out"), "--pivot-text", f"lin_Latn:{wol}"]) != 0
     assert "the pivots are eng_Latn and fra_Latn" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_names_are_protected_capitalised_only(base_tokenizer, tmp_path):
+    from langkit.tokenizer import PivotGuard, extend_tokenizer
+
+    # A word the pivot lists hold (rarely) as a name, written capitalised in running text; its lower-case
+    # form stays the target language's to take.
+    pairs, pieces = PivotGuard.weigh(base_tokenizer, {"zelamuko": 1.0}, forms_only=PivotGuard.NAME_FORMS)
+    guard = PivotGuard(set(pairs), set(pieces))
+    swahili = ["Zelamuko alisema zelamuko ni zelamuko."] * 8
+    tokenizer, _ = extend_tokenizer(base_tokenizer, {"swh_Latn": swahili}, 20, tmp_path / "t", 2, guard=guard)
+
+    def ids(tok, line):
+        return tok(line, add_special_tokens=False)["input_ids"]
+
+    for name in ("Zelamuko met the press.", "They met Zelamuko."):
+        assert ids(tokenizer, name) == ids(base_tokenizer, name)
+    assert len(ids(tokenizer, " zelamuko")) < len(ids(base_tokenizer, " zelamuko"))
