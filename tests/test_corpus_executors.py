@@ -61,7 +61,7 @@ def test_slurm_executors_run_task_by_task_give_the_same_corpus(
         monkeypatch.setenv(f"DATATROVE_{name}", "")
     for rank in range(shards.world_size):
         shards._run_for_rank(rank)
-    assert len(list((tmp_path / "slurm" / WORK_DIR).glob("*.jsonl"))) == len(sources)
+    assert len(list((tmp_path / "slurm" / WORK_DIR).glob("*.arrow"))) == len(sources)
     merge._run_for_rank(0)
     assert_same(tmp_path / "ref", tmp_path / "slurm")
 

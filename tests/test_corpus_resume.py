@@ -97,7 +97,7 @@ def test_crashed_build_resumes_to_identical_output(tmp_path: Path) -> None:
     crashed = cli(config, tmp_path / "b", env={CRASH_ENV: "1"})
     assert crashed.returncode == 137, crashed.stderr
     corpus = tmp_path / "b" / "corpus"
-    shards = sorted((corpus / WORK_DIR).glob("*.jsonl"))
+    shards = sorted((corpus / WORK_DIR).glob("*.arrow"))
     assert len(shards) == 1 and shards[0].name.startswith("wol-text-")
     assert not (corpus / "dataset").exists() and not (corpus / "stats.json").exists()
     assert not [p for p in corpus.rglob("*") if p.name.endswith(".tmp")]
@@ -119,7 +119,7 @@ def test_sigkilled_build_resumes_to_identical_output(tmp_path: Path) -> None:
     work = tmp_path / "b" / "corpus" / WORK_DIR
     deadline = time.monotonic() + 120
     # Kill it as soon as the first shard is whole (or, on a very fast machine, whenever it is).
-    while proc.poll() is None and time.monotonic() < deadline and not list(work.glob("*.jsonl")):
+    while proc.poll() is None and time.monotonic() < deadline and not list(work.glob("*.arrow")):
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -158,7 +158,7 @@ def test_one_job_per_source_then_merge(tmp_path: Path) -> None:
     for source in sources:  # what a Slurm array would run, one task per source
         job = cli(config, tmp_path / "b", "--only-source", source["name"])
         assert job.returncode == 0, job.stderr
-    assert len(list((tmp_path / "b" / "corpus" / WORK_DIR).glob("*.jsonl"))) == 3
+    assert len(list((tmp_path / "b" / "corpus" / WORK_DIR).glob("*.arrow"))) == 3
     assert not (tmp_path / "b" / "corpus" / "stats.json").exists()
     merged = cli(config, tmp_path / "b")
     assert merged.returncode == 0, merged.stderr

@@ -80,6 +80,7 @@ from langkit.corpus.shards import (
     WORK_DIR,
     Steps,
     atomic_file,
+    read_report,
     read_shard,
     run_sources,
     shard_path,
@@ -169,6 +170,20 @@ class ParquetRows:
         """One row: its values in :data:`COLUMNS` order."""
         for column, value in zip(self._columns.values(), values, strict=True):
             column.append(value)
+        if len(self._columns["id"]) >= self.group_rows:
+            self._columns_to_table()
+
+    def extend(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Many rows, each its values in :data:`COLUMNS` order (one transposition, not a loop of appends)."""
+        if not rows:
+            return
+        room = self.group_rows - len(self._columns["id"])
+        if len(rows) > room:  # a row group at most is held as Python lists
+            self.extend(rows[:room])
+            self.extend(rows[room:])
+            return
+        for column, values in zip(self._columns.values(), zip(*rows, strict=True), strict=True):
+            column.extend(values)
         if len(self._columns["id"]) >= self.group_rows:
             self._columns_to_table()
 
@@ -289,13 +304,15 @@ class _LanguageSteps:
                 signature_file=self.merge_dir / f"signatures-{self.language}.bin",
             )  # fmt: skip
 
-    def keep(self, values: tuple[Any, ...], is_pair: bool, split: str = "") -> None:
+    def keep(self, rows: list[tuple[Any, ...]], split: str = "") -> None:
+        """Kept records, in order: their values in :data:`COLUMNS` order (a pair has a pivot text)."""
         if split:
-            self.assigned.setdefault(split, array("q")).append(self.kept)
-        elif is_pair:
-            self.pairs.append(self.kept)
-        self.spool.append(values)
-        self.kept += 1
+            self.assigned.setdefault(split, array("q")).extend(range(self.kept, self.kept + len(rows)))
+        else:
+            pivot = COLUMNS.index("pivot_text")
+            self.pairs.extend(self.kept + i for i, row in enumerate(rows) if row[pivot])
+        self.spool.extend(rows)
+        self.kept += len(rows)
 
     def near_duplicate(self, key: str, text: str, pivot: str, match: Match | None) -> None:
         """Keep the first ``dedup.samples`` near-duplicate pairs for the report."""
@@ -635,48 +652,50 @@ def _merge_one(
     dropped = Counter({reason: 0 for reason in DROP_REASONS})
     index = steps.near_duplicates
     num_perm = steps.dedup.num_perm
+    report = read_report(shard)
+    encoding = report.pop("encoding", "")
+    steps.reports.append(report)
     items = read_shard(shard)
     with open(signature_path(shard), "rb") if index is not None else nullcontext() as sig_file:
         while chunk := list(islice(items, MERGE_CHUNK)):
-            candidates = [it for it in chunk if "text" in it and not it["reason"]]
+            # Rows: (line, error, raw, text, pivot, tags, reason, sig, short), see shards.SHARD_COLUMNS.
+            candidates = [row for row in chunk if row[1] is None and not row[6]]
             digests = np.fromiter(
-                (_digest(language, it["text"], it["pivot"]) for it in candidates), dtype=np.uint64, count=len(candidates)
+                (_digest(language, row[3], row[4]) for row in candidates), dtype=np.uint64, count=len(candidates)
             )  # fmt: skip
             # Against the records of earlier chunks: one vectorized search for the whole chunk.
             earlier = steps.seen.contains_flushed(digests).tolist()
             if index is not None:
-                signed = [it for it in candidates if it["sig"]]
+                signed = [row for row in candidates if row[7]]
                 data = sig_file.read(4 * num_perm * len(signed))  # type: ignore[union-attr]
                 if len(data) != 4 * num_perm * len(signed):
                     raise ValueError(f"{signature_path(shard)}: {len(data)} bytes where the shard {shard.name} "
                                      f"needs {4 * num_perm * len(signed)} more; delete both and build again")
                 sigs = np.frombuffer(data, dtype="<u4").reshape(len(signed), num_perm)
-                short = np.array([bool(it["short"]) for it in signed], dtype=bool)
+                short = np.array([row[8] for row in signed], dtype=bool)
                 keys = index.band_keys(sigs)
                 best, best_similarity = index.match_flushed(sigs, short, keys)
                 # Most records share no band key with another of the chunk: no pending search for them.
                 sharing = index.sharing_rows(keys).tolist()
             c = s = 0
-            for item in chunk:
-                if "report" in item:
-                    encoding = item["report"].pop("encoding", "")
-                    steps.reports.append(item["report"])
-                    continue
+            kept_rows: list[tuple[Any, ...]] = []
+            for line, error, raw, text, pivot, tags, reason, has_sig, _ in chunk:
                 read += 1
-                where = {"source": name, "file": source.path, "line": item["line"]}
-                if "error" in item:
+                if error is not None:
                     quarantined += 1
-                    write_jsonl_line(quarantine_file, {**where, "reason": item["error"], "raw": item["raw"]})
+                    write_jsonl_line(
+                        quarantine_file,
+                        {"source": name, "file": source.path, "line": line, "reason": error, "raw": raw},
+                    )
                     continue
-                text, pivot, tags, reason = item["text"], item["pivot"], item["tags"], item["reason"]
-                key = f"{name}:{item['line']}"
+                key = f"{name}:{line}"
                 near: Match | None = None
                 if not reason:
                     digest = int(digests[c])
                     duplicate = earlier[c] or steps.seen.in_pending(digest)
                     c += 1
                     row = -1
-                    if index is not None and item["sig"]:
+                    if index is not None and has_sig:
                         row, s = s, s + 1
                     if duplicate:
                         reason = "duplicate"
@@ -697,24 +716,18 @@ def _merge_one(
                         steps.seen.add(digest)
                 if reason:
                     dropped[reason] += 1
-                    line = {
-                        **where,
-                        "reason": reason,
-                        "text": text,
-                        "pivot_text": pivot,
-                        "normalization": tags,
-                    }
+                    out = {"source": name, "file": source.path, "line": line, "reason": reason, "text": text,
+                           "pivot_text": pivot, "normalization": tags}  # fmt: skip
                     if near is not None:
-                        line.update(duplicate_of=near.key, similarity=near.similarity)
-                    write_jsonl_line(dropped_file, line)
+                        out.update(duplicate_of=near.key, similarity=near.similarity)
+                    write_jsonl_line(dropped_file, out)
                     continue
-                steps.keep(
+                kept_rows.append(
                     (key, language, text, pivot_language if pivot else "", pivot, name, source.license, source.path,
-                     item["line"], tags),
-                    bool(pivot),
-                    source.split,
+                     line, tags)
                 )  # fmt: skip
-                n_kept += 1
+            steps.keep(kept_rows, source.split)
+            n_kept += len(kept_rows)
             steps.seen.flush()
             if index is not None:
                 index.flush()

@@ -6,17 +6,20 @@ own: in this process, in a process pool (:func:`run_sources`), or as one job of 
 (``langkit corpus build --only-source NAME``, or the datatrove executor of
 :mod:`langkit.corpus.executors`). Each writes a shard under ``corpus/.work/``:
 
-- ``NAME-DIGEST.jsonl``: one JSON line per record in read order (``{"line", "error", "raw"}`` for
-  a malformed record; ``{"line", "text", "pivot", "tags", "reason"}`` otherwise, plus ``"sig"`` and
-  ``"short"`` when the record reaches the dedup steps and near-duplicates are on), then one
-  ``{"report": ...}`` line with what the steps counted and the encoding the source was read in;
-- ``NAME-DIGEST.sig`` (near-duplicates on): the MinHash signatures of the records with ``"sig": 1``,
+- ``NAME-DIGEST.arrow``: an Arrow IPC stream of the records in read order, in batches of up to
+  ``SHARD_BATCH`` rows (:data:`SHARD_SCHEMA`: ``line``; ``error`` and ``raw`` for a malformed record,
+  null otherwise; ``text``, ``pivot``, ``tags`` and the drop ``reason``, ``""`` to keep; ``sig`` and
+  ``short`` when the record reaches the dedup steps and near-duplicates are on). A columnar binary
+  file, not JSON lines: the merge reads a batch of rows with one conversion instead of one JSON parse
+  per record, and the per-source phase writes it likewise;
+- ``NAME-DIGEST.report.json``: what the steps counted and the encoding the source was read in;
+- ``NAME-DIGEST.sig`` (near-duplicates on): the MinHash signatures of the records with ``sig`` true,
   in order, ``num_perm`` little-endian uint32 each.
 
 ``DIGEST`` hashes everything the shard's content depends on (source config, the input file's size and
 time, the step configs, langkit's version), so a changed input or config never reuses an old shard.
-Both files are written under temporary names and renamed into place, the ``.sig`` first: a shard
-whose ``.jsonl`` exists is whole.
+Every file is written under a temporary name and renamed into place, the ``.arrow`` last: a shard
+whose ``.arrow`` exists is whole.
 """
 
 from __future__ import annotations
@@ -53,6 +56,17 @@ CRASH_ENV = "LANGKIT_TEST_CRASH_AFTER_SOURCE"
 N-th source shard is written, to test that a re-run resumes and gives the same output."""
 SIGNATURE_BATCH = 256
 """Records whose signatures are computed together (one batch of numpy work)."""
+SHARD_BATCH = 8_192
+"""Rows per record batch of a shard's Arrow stream."""
+SHARD_COLUMNS = ("line", "error", "raw", "text", "pivot", "tags", "reason", "sig", "short")
+"""The columns of a shard, in order; :func:`read_shard` yields rows as tuples in this order."""
+
+
+def _shard_schema() -> Any:
+    import pyarrow as pa
+
+    types = {"line": pa.int64(), "tags": pa.list_(pa.string()), "sig": pa.bool_(), "short": pa.bool_()}
+    return pa.schema([(name, types.get(name, pa.string())) for name in SHARD_COLUMNS])
 
 
 @dataclass(frozen=True)
@@ -187,7 +201,8 @@ def _file_stamp(path: str) -> list[Any] | None:
 
 
 def shard_path(work_dir: Path, source: SourceConfig, steps: Steps) -> Path:
-    """The shard of one source's per-record steps (its ``.jsonl``; the ``.sig`` beside it), named by
+    """The shard of one source's per-record steps (its ``.arrow``; the ``.sig`` and ``.report.json``
+    beside it), named by
     a hash of everything its content depends on: the source config and files, the per-record step
     configs, the signature settings and langkit's version."""
     key = {
@@ -199,11 +214,15 @@ def shard_path(work_dir: Path, source: SourceConfig, steps: Steps) -> Path:
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in source_name(source))
-    return work_dir / f"{safe}-{digest}.jsonl"
+    return work_dir / f"{safe}-{digest}.arrow"
 
 
 def signature_path(shard: Path) -> Path:
     return shard.with_suffix(".sig")
+
+
+def report_path(shard: Path) -> Path:
+    return shard.with_suffix(".report.json")
 
 
 def process_source(source: SourceConfig, shard: Path, steps: Steps) -> str:
@@ -215,39 +234,58 @@ def process_source(source: SourceConfig, shard: Path, steps: Steps) -> str:
     name = source_name(source)
     pivot_language = source.pivot_language if source.pivot_field or source.pivot_path else ""
     record: Record
-    # The .sig is renamed into place first (the inner block ends first), then the .jsonl.
-    with atomic_file(shard) as f:
+    schema = _shard_schema()
+    # Renamed into place in this order: the .sig and the report (inner blocks end first), the .arrow last.
+    with atomic_file(shard, "wb") as f:
+        import pyarrow as pa
+
+        writer = pa.ipc.new_stream(f, schema)
         with atomic_file(signature_path(shard), "wb") if hasher else _no_file() as sig_file:
-            pending: list[dict[str, Any]] = []  # lines held until their batch's signatures are written
-            candidates: list[dict[str, Any]] = []
+            # Rows as lists in SHARD_COLUMNS order; a candidate's sig and short are filled in when its
+            # batch of signatures is written.
+            pending: list[list[Any]] = []
+            candidates: list[list[Any]] = []
+            rows: list[list[Any]] = []  # decided rows, written as one record batch
+
+            def write_rows() -> None:
+                if rows:
+                    columns = list(zip(*rows, strict=True))
+                    writer.write_batch(pa.record_batch(
+                        [pa.array(c, type=t.type) for c, t in zip(columns, schema, strict=True)], schema=schema
+                    ))  # fmt: skip
+                    rows.clear()
 
             def flush() -> None:
                 if hasher is not None and candidates:
-                    sigs, has, short = hasher.signatures([(c["text"], c["pivot"]) for c in candidates])
-                    for item, h, s in zip(candidates, has.tolist(), short.tolist(), strict=True):
-                        item.update(sig=int(h), short=int(s))
+                    sigs, has, short = hasher.signatures([(c[3], c[4]) for c in candidates])
+                    for row, h, s in zip(candidates, has.tolist(), short.tolist(), strict=True):
+                        row[7], row[8] = h, s
                     sig_file.write(sigs.astype("<u4", copy=False).tobytes())
-                for item in pending:
-                    write_jsonl_line(f, item)
+                rows.extend(pending)
                 pending.clear()
                 candidates.clear()
+                if len(rows) >= SHARD_BATCH:
+                    write_rows()
 
             for record in progress(read_source(source), desc=f"corpus: {name}"):
                 if record.error:
-                    pending.append({"line": record.line, "error": record.error, "raw": record.raw})
+                    pending.append([record.line, record.error, record.raw, None, None, None, None, False, False])
                 else:
                     # A paired source's row with an empty pivot still gives monolingual text.
                     text, pivot, tags, reason = source_steps.process(
                         record.text, pivot_language, record.pivot_text
                     )
-                    item = {"line": record.line, "text": text, "pivot": pivot, "tags": tags, "reason": reason}
-                    pending.append(item)
+                    row = [record.line, None, None, text, pivot, tags, reason, False, False]
+                    pending.append(row)
                     if not reason:
-                        candidates.append(item)
+                        candidates.append(row)
                 if len(candidates) >= SIGNATURE_BATCH or len(pending) >= 8 * SIGNATURE_BATCH:
                     flush()
             flush()
-            write_jsonl_line(f, {"report": {**source_steps.report(), "encoding": source_encoding(source)}})
+            write_rows()
+            writer.close()
+        with atomic_file(report_path(shard)) as r:
+            r.write(json.dumps({**source_steps.report(), "encoding": source_encoding(source)}, ensure_ascii=False))
     return str(shard)
 
 
@@ -256,10 +294,20 @@ def _no_file() -> Iterator[Any]:
     yield None
 
 
-def read_shard(shard: Path) -> Iterator[dict[str, Any]]:
-    with open(shard, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
+def read_shard(shard: Path) -> Iterator[tuple[Any, ...]]:
+    """A shard's rows in order, as tuples in :data:`SHARD_COLUMNS` order (a record batch at a time)."""
+    import pyarrow as pa
+
+    with pa.OSFile(str(shard), "rb") as f, pa.ipc.open_stream(f) as reader:
+        for batch in reader:
+            yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
+
+
+def read_report(shard: Path) -> dict[str, Any]:
+    """What a source's per-record steps counted, and the encoding it was read in (``encoding``)."""
+    with open(report_path(shard), encoding="utf-8") as f:
+        report: dict[str, Any] = json.load(f)
+    return report
 
 
 def missing_shards(sources: list[SourceConfig], shards: dict[str, Path]) -> list[SourceConfig]:
