@@ -542,6 +542,10 @@ class Decontaminator:
         self._ngrams: dict[str, str] = {}  # n-gram of a long evaluation text -> where it comes from
         self._short: dict[str, str] = {}  # a whole evaluation text of fewer than ngram words -> origin
         self._short_lengths: set[int] = set()  # word counts >= min_words present in _short
+        # The first min_words words of every n-gram and of every whole short text that can match inside
+        # a longer one: a training text none of whose min_words-word windows is here has no overlap but
+        # equality, found without a join per window (most training texts).
+        self._heads: set[tuple[str, ...]] = set()
         self.segments = 0
 
     def __len__(self) -> int:
@@ -558,9 +562,11 @@ class Decontaminator:
             self._short.setdefault(" ".join(words), origin)
             if len(words) >= self.min_words:
                 self._short_lengths.add(len(words))
+                self._heads.add(tuple(words[: self.min_words]))
             return
         for i in range(len(words) - self.ngram + 1):
             self._ngrams.setdefault(" ".join(words[i : i + self.ngram]), origin)
+            self._heads.add(tuple(words[i : i + self.min_words]))
 
     def add_texts(self, texts: Iterable[tuple[str, str]]) -> None:
         """Add ``(text, origin)`` pairs."""
@@ -584,6 +590,9 @@ class Decontaminator:
         whole = " ".join(words)
         if whole in self._short:
             return whole, self._short[whole]
+        # Every match below starts with a min_words-word window of the text that heads an evaluation gram.
+        if self._heads.isdisjoint(zip(*(words[j:] for j in range(self.min_words)), strict=False)):
+            return None
         for k in sorted(self._short_lengths):
             for i in range(len(words) - k + 1):
                 gram = " ".join(words[i : i + k])
