@@ -112,6 +112,8 @@ SPOOL_ROWS = 16_384
 """Rows per row group of the merge's kept-record spools, and per batch read back from them."""
 MERGE_CHUNK = 8_192
 """Shard records the merge decides together: one vectorized lookup in the dedup indexes per chunk."""
+PAIR_LIMIT = 16
+"""Similar-pair candidates per chunk row above which a chunk's rows are decided one at a time."""
 MERGE_DIR = "merge"
 """Under ``.work/``: the merge's spools and signature files (redone when a build is re-run)."""
 
@@ -675,8 +677,17 @@ def _merge_one(
                 short = np.array([row[8] for row in signed], dtype=bool)
                 keys = index.band_keys(sigs)
                 best, best_similarity = index.match_flushed(sigs, short, keys)
-                # Most records share no band key with another of the chunk: no pending search for them.
-                sharing = index.sharing_rows(keys).tolist()
+                # The chunk's rows against each other, vectorized: the similar pairs (earlier row, later
+                # row), of which the decisions below keep those whose earlier row was indexed.
+                pairs = index.similar_pairs(sigs, short, keys, limit=PAIR_LIMIT * len(sigs))
+                sharing: list[bool] = []
+                similar: dict[int, list[tuple[int, float]]] = {}
+                indexed: dict[int, int] = {}  # chunk row -> its record number in the index
+                if pairs is None:  # many copies of one text: the pending search, one record at a time
+                    sharing = index.sharing_rows(keys).tolist()
+                else:
+                    for i, j, sim in zip(*(a.tolist() for a in pairs), strict=True):
+                        similar.setdefault(j, []).append((i, sim))
             c = s = 0
             kept_rows: list[tuple[Any, ...]] = []
             for line, error, raw, text, pivot, tags, reason, has_sig, _ in chunk:
@@ -700,14 +711,10 @@ def _merge_one(
                     if duplicate:
                         reason = "duplicate"
                     elif row >= 0 and (
-                        near := index.check_and_add_signature(  # type: ignore[union-attr]
-                            key,
-                            sigs[row],
-                            bool(short[row]),
-                            keys[row],
-                            (int(best[row]), float(best_similarity[row])),
-                            alone=not sharing[row],
-                        )
+                        near := _near_duplicate(
+                            index,  # type: ignore[arg-type]
+                            key, row, sigs, short, keys, best, best_similarity, pairs, sharing, similar, indexed,
+                        )  # fmt: skip
                     ):
                         reason = "near_duplicate"
                         steps.near_duplicate(key, text, pivot, near)
@@ -761,6 +768,43 @@ def _merge_one(
         "dropped": dict(dropped),
         "quarantined": quarantined,
     }
+
+
+def _near_duplicate(
+    index: NearDuplicateIndex,
+    key: str,
+    row: int,
+    sigs: np.ndarray,
+    short: np.ndarray,
+    keys: np.ndarray,
+    best: np.ndarray,
+    best_similarity: np.ndarray,
+    pairs: Any,
+    sharing: list[bool],
+    similar: dict[int, list[tuple[int, float]]],
+    indexed: dict[int, int],
+) -> Match | None:
+    """Decide the chunk's signed row ``row`` against the records indexed before it: its match, or None
+    after indexing it. ``best``/``best_similarity``: its best match among earlier chunks; ``similar``:
+    the chunk's earlier rows similar enough to it (:meth:`NearDuplicateIndex.similar_pairs`), of which
+    those ``indexed`` count; the most similar wins, the earliest of equals, an earlier chunk's record on
+    a tie. With ``pairs`` None, the index searches its pending records itself (``sharing``)."""
+    flushed = (int(best[row]), float(best_similarity[row]))
+    if pairs is None:
+        return index.check_and_add_signature(key, sigs[row], bool(short[row]), keys[row], flushed,
+                                             alone=not sharing[row])  # fmt: skip
+    record, similarity = -1, 0.0
+    for i, sim in similar.get(row, ()):  # earlier rows first: a later one must be strictly more similar
+        if i in indexed and (record < 0 or sim > similarity):
+            record, similarity = indexed[i], sim
+    if flushed[0] >= 0 and (record < 0 or flushed[1] >= similarity):
+        record, similarity = flushed
+    number = len(index)
+    match = index.check_and_add_signature(key, sigs[row], bool(short[row]), keys[row], (record, similarity),
+                                          alone=True)  # fmt: skip
+    if match is None:
+        indexed[row] = number
+    return match
 
 
 def _spool_batches(steps: _LanguageSteps) -> Iterable[tuple[int, Any]]:

@@ -414,6 +414,44 @@ class NearDuplicateIndex:
         _, inverse, counts = np.unique(tags, return_inverse=True, return_counts=True)
         return np.asarray((counts[inverse.reshape(-1)] > 1).reshape(keys.shape).any(axis=1), dtype=bool)
 
+    def similar_pairs(
+        self, sigs: np.ndarray, short: np.ndarray, keys: np.ndarray, limit: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The pairs of rows of a batch (``sigs`` [n, num_perm], ``short`` [n], ``keys`` [n, bands]
+        from :meth:`band_keys`) that share a band key and reach the needed similarity (``threshold``,
+        1.0 when either text is short): ``(earlier, later, similarity)``, [pairs] each, sorted by the
+        later row then the earlier. What :meth:`check_and_add_signature` would find among the records
+        pending with it, for every row at once; the caller keeps the pairs whose earlier row was
+        indexed. None when rows sharing a key would give more than ``limit`` pairs (many copies of
+        one text): decide those one at a time."""
+        n = len(sigs)
+        tags = (keys | self._band_tags).ravel()  # [n * bands], row-major: rows ascending per tag
+        order = np.argsort(tags, kind="stable")
+        tags, rows = tags[order], (order // self.bands).astype(np.int64)
+        same = tags[1:] == tags[:-1]  # [n * bands - 1]: position k and k + 1 hold one key
+        if not same.any():
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0, dtype=np.float64)
+        # Group of every position; a group of m rows gives m (m - 1) / 2 pairs.
+        group = np.concatenate(([0], np.cumsum(~same)))
+        sizes = np.bincount(group)
+        if int((sizes * (sizes - 1) // 2).sum()) > limit:
+            return None
+        firsts: list[np.ndarray] = []
+        seconds: list[np.ndarray] = []
+        for d in range(1, int(sizes.max())):  # positions k and k + d of one group
+            hit = np.flatnonzero(group[d:] == group[:-d])
+            firsts.append(rows[hit])
+            seconds.append(rows[hit + d])
+        pair = np.unique(np.concatenate(seconds) * n + np.concatenate(firsts))  # by later row, then earlier
+        later, earlier = pair // n, pair % n
+        similarity = np.empty(len(pair), dtype=np.float64)
+        for lo in range(0, len(pair), _PAIR_BLOCK):
+            e, l_ = earlier[lo : lo + _PAIR_BLOCK], later[lo : lo + _PAIR_BLOCK]
+            similarity[lo : lo + _PAIR_BLOCK] = np.count_nonzero(sigs[e] == sigs[l_], axis=1) / self.num_perm
+        ok = similarity >= np.where(short[earlier] | short[later], 1.0, self.threshold)
+        return earlier[ok], later[ok], similarity[ok]
+
     def check_and_add_signature(
         self,
         key: str,
