@@ -270,7 +270,7 @@ def step_rates(
 ) -> tuple[dict[str, float], int]:
     """Records/s of each step alone, in this process; and the near-dup index size (entries)."""
     from langkit.config import FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
-    from langkit.corpus.build import MERGE_CHUNK, Example, write_split
+    from langkit.corpus.build import MERGE_CHUNK, PAIR_LIMIT, Example, _near_duplicate, write_split
     from langkit.corpus.dedup import Decontaminator, MinHasher, NearDuplicateIndex
     from langkit.corpus.filters import check_quality
     from langkit.corpus.langid import LangIdFilter
@@ -313,8 +313,8 @@ def step_rates(
 
     kept = timed("dedup exact", n, exact)
     # The near-duplicate step as the build runs it: signatures in the per-source phase (batches of
-    # SIGNATURE_BATCH records), then in the merge one vectorized lookup per chunk of MERGE_CHUNK and the
-    # in-chunk decisions one record at a time.
+    # SIGNATURE_BATCH records), then in the merge one vectorized lookup per chunk of MERGE_CHUNK, the
+    # chunk's similar pairs at once, and the decisions one record at a time.
     hasher = MinHasher()
 
     def minhash() -> list[tuple[np.ndarray, np.ndarray]]:
@@ -335,11 +335,15 @@ def step_rates(
             s, sh = sigs[lo : lo + MERGE_CHUNK], short[lo : lo + MERGE_CHUNK]
             keys = index.band_keys(s)
             best, similarity = index.match_flushed(s, sh, keys)
-            sharing = index.sharing_rows(keys).tolist()
+            pairs = index.similar_pairs(s, sh, keys, limit=PAIR_LIMIT * len(s))
+            sharing = index.sharing_rows(keys).tolist() if pairs is None else []
+            similar: dict[int, list[tuple[int, float]]] = {}
+            for i, j, sim in zip(*(a.tolist() for a in pairs or ()), strict=True):
+                similar.setdefault(j, []).append((i, sim))
+            indexed: dict[int, int] = {}
             for r in range(len(s)):
-                flushed = (int(best[r]), float(similarity[r]))
-                match = index.check_and_add_signature(
-                    str(lo + r), s[r], bool(sh[r]), keys[r], flushed, alone=not sharing[r]
+                match = _near_duplicate(
+                    index, str(lo + r), r, s, sh, keys, best, similarity, pairs, sharing, similar, indexed
                 )
                 dropped += match is not None
             index.flush()
