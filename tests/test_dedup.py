@@ -196,6 +196,75 @@ def test_chunked_decisions_equal_one_at_a_time() -> None:
     assert 0 < shared < len(texts)  # both paths were taken
 
 
+def test_chunk_pairs_decisions_equal_one_at_a_time() -> None:
+    # The merge's path since issue 14: a chunk's similar pairs found at once (similar_pairs), then each
+    # row decided from its kept earlier rows; the same matches as check_and_add one record at a time.
+    from langkit.corpus.build import _near_duplicate
+
+    rng = random.Random(7)
+    words = "ñaata waa dëkk bi ak jàng lekk naan xam dem ñëw ci ngir moo ma nga".split()
+    texts: list[str] = []
+    for _ in range(600):
+        if texts and rng.random() < 0.3:
+            base = rng.choice(texts).split()
+            base[rng.randrange(len(base))] = rng.choice(words)
+            texts.append(" ".join(base))
+        else:
+            texts.append(" ".join(rng.choice(words) for _ in range(rng.randint(2, 12))))
+    one = NearDuplicateIndex()
+    expected = [one.check_and_add(str(i), t) for i, t in enumerate(texts)]
+    chunked = NearDuplicateIndex()
+    sigs, _, short = chunked.hasher.signatures([(t, "") for t in texts])
+    got: list[Match | None] = []
+    in_chunk = 0
+    for lo in range(0, len(texts), 97):
+        s, sh = sigs[lo : lo + 97], short[lo : lo + 97]
+        keys = chunked.band_keys(s)
+        best, similarity = chunked.match_flushed(s, sh, keys)
+        pairs = chunked.similar_pairs(s, sh, keys, limit=10**6)
+        assert pairs is not None
+        similar: dict[int, list[tuple[int, float]]] = {}
+        for i, j, sim in zip(*(a.tolist() for a in pairs), strict=True):
+            similar.setdefault(j, []).append((i, sim))
+        in_chunk += len(pairs[0])
+        indexed: dict[int, int] = {}
+        for r in range(len(s)):
+            got.append(_near_duplicate(chunked, str(lo + r), r, s, sh, keys, best, similarity, pairs, [], similar,
+                                       indexed))  # fmt: skip
+        chunked.flush()
+    assert got == expected and sum(m is not None for m in got) > 20
+    assert in_chunk > 0
+    assert chunked.similar_pairs(sigs[:50], short[:50], chunked.band_keys(sigs[:50]), limit=0) is None
+
+
+def test_decontaminator_prefilter_finds_what_every_window_finds() -> None:
+    # The min_words-word heads only skip texts that cannot match: the same answer as trying every window.
+    rng = random.Random(3)
+    words = "a b c d e f".split()
+    decon = Decontaminator(ngram=5, min_words=3)
+    for i in range(6):
+        decon.add(" ".join(rng.choice(words) for _ in range(rng.randint(1, 9))), f"test:{i}")
+
+    def every_window(text: str) -> tuple[str, str] | None:
+        w = dedup_text(text).split()
+        if not w:
+            return None
+        if " ".join(w) in decon._short:
+            return " ".join(w), decon._short[" ".join(w)]
+        for k in sorted(decon._short_lengths):
+            for i in range(len(w) - k + 1):
+                if (g := " ".join(w[i : i + k])) in decon._short:
+                    return g, decon._short[g]
+        for i in range(len(w) - decon.ngram + 1):
+            if (g := " ".join(w[i : i + decon.ngram])) in decon._ngrams:
+                return g, decon._ngrams[g]
+        return None
+
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))) for _ in range(2000)]
+    assert [decon.find(t) for t in texts] == [every_window(t) for t in texts]
+    assert sum(decon.find(t) is not None for t in texts) > 20
+
+
 def test_index_checks_its_settings() -> None:
     with pytest.raises(ValueError, match="multiple of bands"):
         NearDuplicateIndex(num_perm=100, bands=16)
