@@ -661,7 +661,7 @@ def _merge_one(
     with open(signature_path(shard), "rb") if index is not None else nullcontext() as sig_file:
         while chunk := list(islice(items, MERGE_CHUNK)):
             # Rows: (line, error, raw, text, pivot, tags, reason, sig, short), see shards.SHARD_COLUMNS.
-            candidates = [row for row in chunk if row[1] is None and not row[6]]
+            candidates = [row for row in chunk if not row[1] and not row[6]]
             digests = np.fromiter(
                 (_digest(language, row[3], row[4]) for row in candidates), dtype=np.uint64, count=len(candidates)
             )  # fmt: skip
@@ -692,7 +692,7 @@ def _merge_one(
             kept_rows: list[tuple[Any, ...]] = []
             for line, error, raw, text, pivot, tags, reason, has_sig, _ in chunk:
                 read += 1
-                if error is not None:
+                if error:
                     quarantined += 1
                     write_jsonl_line(
                         quarantine_file,

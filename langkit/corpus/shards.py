@@ -7,9 +7,9 @@ own: in this process, in a process pool (:func:`run_sources`), or as one job of 
 :mod:`langkit.corpus.executors`). Each writes a shard under ``corpus/.work/``:
 
 - ``NAME-DIGEST.arrow``: an Arrow IPC stream of the records in read order, in batches of up to
-  ``SHARD_BATCH`` rows (:data:`SHARD_SCHEMA`: ``line``; ``error`` and ``raw`` for a malformed record,
-  null otherwise; ``text``, ``pivot``, ``tags`` and the drop ``reason``, ``""`` to keep; ``sig`` and
-  ``short`` when the record reaches the dedup steps and near-duplicates are on). A columnar binary
+  ``SHARD_BATCH`` rows (:data:`SHARD_COLUMNS`: ``line``; ``error`` and ``raw`` for a malformed record,
+  ``""`` otherwise; ``text``, ``pivot``, ``tags`` and the drop ``reason``, ``""`` to keep; ``sig`` and
+  ``short``, 1 or 0, when the record reaches the dedup steps and near-duplicates are on). A columnar binary
   file, not JSON lines: the merge reads a batch of rows with one conversion instead of one JSON parse
   per record, and the per-source phase writes it likewise;
 - ``NAME-DIGEST.report.json``: what the steps counted and the encoding the source was read in;
@@ -30,12 +30,14 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from langkit import __version__
 from langkit.config import DedupConfig, FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
@@ -65,8 +67,42 @@ SHARD_COLUMNS = ("line", "error", "raw", "text", "pivot", "tags", "reason", "sig
 def _shard_schema() -> Any:
     import pyarrow as pa
 
-    types = {"line": pa.int64(), "tags": pa.list_(pa.string()), "sig": pa.bool_(), "short": pa.bool_()}
-    return pa.schema([(name, types.get(name, pa.string())) for name in SHARD_COLUMNS])
+    types = {"line": pa.int64(), "tags": pa.list_(pa.large_string()), "sig": pa.int8(), "short": pa.int8()}
+    return pa.schema([(name, types.get(name, pa.large_string())) for name in SHARD_COLUMNS])
+
+
+def _batch(rows: list[list[Any]], schema: Any) -> Any:
+    """One record batch of shard rows, its arrays built from numpy buffers: pyarrow's conversion of
+    Python lists (``pa.array``) imports pandas on first use, half a second and 50 MB more in every
+    worker process of the per-source phase."""
+    import pyarrow as pa
+
+    def buffer(values: Any, dtype: Any) -> Any:
+        return pa.py_buffer(np.ascontiguousarray(np.asarray(values, dtype=dtype)))
+
+    def strings(values: Iterable[str]) -> Any:
+        encoded = [v.encode("utf-8") for v in values]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return pa.Array.from_buffers(pa.large_string(), len(encoded), [None, pa.py_buffer(offsets),
+                                                                        pa.py_buffer(b"".join(encoded))])  # fmt: skip
+
+    n = len(rows)
+    columns = list(zip(*rows, strict=True))
+    arrays = []
+    for name, values in zip(SHARD_COLUMNS, columns, strict=True):
+        if name == "line":
+            arrays.append(pa.Array.from_buffers(pa.int64(), n, [None, buffer(values, np.int64)]))
+        elif name in ("sig", "short"):
+            arrays.append(pa.Array.from_buffers(pa.int8(), n, [None, buffer(values, np.int8)]))
+        elif name == "tags":
+            counts = np.zeros(n + 1, dtype=np.int32)
+            np.cumsum([len(tags) for tags in values], out=counts[1:])
+            arrays.append(pa.Array.from_buffers(schema.field("tags").type, n, [None, pa.py_buffer(counts)],
+                                                children=[strings(t for tags in values for t in tags)]))  # fmt: skip
+        else:
+            arrays.append(strings(values))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 @dataclass(frozen=True)
@@ -249,17 +285,14 @@ def process_source(source: SourceConfig, shard: Path, steps: Steps) -> str:
 
             def write_rows() -> None:
                 if rows:
-                    columns = list(zip(*rows, strict=True))
-                    writer.write_batch(pa.record_batch(
-                        [pa.array(c, type=t.type) for c, t in zip(columns, schema, strict=True)], schema=schema
-                    ))  # fmt: skip
+                    writer.write_batch(_batch(rows, schema))
                     rows.clear()
 
             def flush() -> None:
                 if hasher is not None and candidates:
                     sigs, has, short = hasher.signatures([(c[3], c[4]) for c in candidates])
                     for row, h, s in zip(candidates, has.tolist(), short.tolist(), strict=True):
-                        row[7], row[8] = h, s
+                        row[7], row[8] = int(h), int(s)
                     sig_file.write(sigs.astype("<u4", copy=False).tobytes())
                 rows.extend(pending)
                 pending.clear()
@@ -269,13 +302,13 @@ def process_source(source: SourceConfig, shard: Path, steps: Steps) -> str:
 
             for record in progress(read_source(source), desc=f"corpus: {name}"):
                 if record.error:
-                    pending.append([record.line, record.error, record.raw, None, None, None, None, False, False])
+                    pending.append([record.line, record.error, record.raw, "", "", [], "", 0, 0])
                 else:
                     # A paired source's row with an empty pivot still gives monolingual text.
                     text, pivot, tags, reason = source_steps.process(
                         record.text, pivot_language, record.pivot_text
                     )
-                    row = [record.line, None, None, text, pivot, tags, reason, False, False]
+                    row = [record.line, "", "", text, pivot, tags, reason, 0, 0]
                     pending.append(row)
                     if not reason:
                         candidates.append(row)
