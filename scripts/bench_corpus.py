@@ -186,7 +186,8 @@ def _child_datatrove(spec: str) -> None:
     work, workers, files = Path(args["out"]), args["workers"], args["files"]
     words = SplitWords()
     minhash = MinhashConfig(n_grams=5, num_buckets=16, hashes_per_bucket=8)  # 128 hashes
-    common = {"logging_dir": None, "skip_completed": False, "workers": workers}
+    # datatrove's default logging_dir is ./logs in the current folder: keep its logs with the run's files
+    common = {"skip_completed": False, "workers": workers}
     stages = [
         LocalPipelineExecutor(pipeline=[
             JsonlReader(args["input"], glob_pattern="*.jsonl"),
@@ -201,18 +202,18 @@ def _child_datatrove(spec: str) -> None:
                                 language=words),
             JsonlWriter(str(work / "filtered"), compression=None),
             MinhashDedupSignature(str(work / "signatures"), config=minhash, language=words),
-        ], tasks=files, **common),
+        ], tasks=files, logging_dir=str(work / "logs" / "stage1"), **common),
         LocalPipelineExecutor(pipeline=[
             MinhashDedupBuckets(str(work / "signatures"), str(work / "buckets"), config=minhash),
-        ], tasks=minhash.num_buckets, **common),
+        ], tasks=minhash.num_buckets, logging_dir=str(work / "logs" / "stage2"), **common),
         LocalPipelineExecutor(pipeline=[
             MinhashDedupCluster(str(work / "buckets"), str(work / "remove_ids"), config=minhash),
-        ], tasks=1, **{**common, "workers": 1}),
+        ], tasks=1, logging_dir=str(work / "logs" / "stage3"), **{**common, "workers": 1}),
         LocalPipelineExecutor(pipeline=[
             JsonlReader(str(work / "filtered"), glob_pattern="*.jsonl"),
             MinhashDedupFilter(str(work / "remove_ids")),
             JsonlWriter(str(work / "output"), compression=None),
-        ], tasks=files, **common),
+        ], tasks=files, logging_dir=str(work / "logs" / "stage4"), **common),
     ]  # fmt: skip
     for stage in stages:
         stage.run()
