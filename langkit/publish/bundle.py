@@ -23,11 +23,12 @@ from langkit.publish.manifest import (
     VerificationError,
     VerifyReport,
     is_pickle,
+    keep_if_verified,
     read_manifest,
     verify_release,
 )
 from langkit.publish.signing import load_public_key
-from langkit.utils import get_logger, replace_dir, temp_dir
+from langkit.utils import get_logger, temp_dir
 
 log = get_logger("publish")
 
@@ -165,16 +166,7 @@ def unbundle_release(bundle: str | Path, out_dir: str | Path, public_key: str | 
                     while chunk := source.read(_CHUNK):
                         f.write(chunk)
                 os.chmod(dest, 0o644)
-            report = verify_release(tmp, public_key)
-            report.path = out_dir
-            if not report.ok:
-                raise VerificationError(f"unpacked {bundle}, but {report.summary()}; nothing was kept", report)
-            if existing:
-                for entry in sorted(tmp.iterdir()):
-                    os.replace(entry, out_dir / entry.name)
-                tmp.rmdir()
-            else:
-                replace_dir(tmp, out_dir)
+            report = keep_if_verified(tmp, out_dir, public_key, f"unpacked {bundle}")
         except (tarfile.TarError, EOFError) as err:
             if tmp is not None:
                 shutil.rmtree(tmp, ignore_errors=True)

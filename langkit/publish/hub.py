@@ -4,7 +4,6 @@ verified. The real ``huggingface_hub`` client does the talking, so ``HF_ENDPOINT
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,11 @@ from langkit.publish.manifest import (
     PublishError,
     VerificationError,
     VerifyReport,
+    keep_if_verified,
     verify_release,
 )
 from langkit.publish.signing import load_public_key
-from langkit.utils import get_logger, replace_dir, sha256_file, temp_dir
+from langkit.utils import get_logger, sha256_file, temp_dir
 
 log = get_logger("publish")
 
@@ -192,16 +192,7 @@ def download_release(
                               endpoint=endpoint, token=token)
         except Exception as err:  # unreachable server, unknown repo or revision, a file cut short
             raise PublishError(_download_failure(where, endpoint, err)) from err
-        report = verify_release(tmp, public_key)
-        report.path = out_dir  # what the summary names: the folder the user asked for
-        if not report.ok:
-            raise VerificationError(f"downloaded {where}, but {report.summary()}; nothing was kept", report)
-        if existing:
-            for entry in sorted(tmp.iterdir()):
-                os.replace(entry, out_dir / entry.name)
-            tmp.rmdir()
-        else:
-            replace_dir(tmp, out_dir)
+        report = keep_if_verified(tmp, out_dir, public_key, f"downloaded {where}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -203,4 +204,24 @@ def verify_release(path: Path, public_key: Path | str | None = None) -> VerifyRe
     report.ok = not (report.missing or report.mismatched or report.unexpected or report.unsafe
                      or report.signature_problem)
     log.debug(report.summary())
+    return report
+
+
+def keep_if_verified(tmp: Path, out_dir: Path, public_key: Path | str | None, what: str) -> VerifyReport:
+    """Verify a release received into ``tmp`` (downloaded, unbundled) and move it to ``out_dir`` only if it
+    verifies: into ``out_dir`` itself when that is an existing (empty) folder, else by renaming ``tmp``.
+    ``what`` says how it came ("downloaded org/name@main"); a failure raises :class:`VerificationError`
+    and moves nothing (the caller removes ``tmp``)."""
+    from langkit.utils import replace_dir
+
+    report = verify_release(tmp, public_key)
+    report.path = out_dir  # what the summary names: the folder the user asked for
+    if not report.ok:
+        raise VerificationError(f"{what}, but {report.summary()}; nothing was kept", report)
+    if tmp.parent == out_dir:  # an existing empty folder (a mount point, "."): filled in place
+        for entry in sorted(tmp.iterdir()):
+            os.replace(entry, out_dir / entry.name)
+        tmp.rmdir()
+    else:
+        replace_dir(tmp, out_dir)
     return report
