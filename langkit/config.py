@@ -442,6 +442,12 @@ MIX_KINDS = ("monolingual", "translation")
 """The kinds of training example that ``train.mix`` weighs."""
 
 
+FREE_TRAIN_KEYS = ("resume", "resume_changed", "save_every", "keep_checkpoints", "merged_export",
+                   "gradient_checkpointing")
+"""Train keys a resumed run (or a release) may change freely: they decide when and where things are written,
+or trade memory for compute, never what the steps compute. ``batch_size`` is compared as the global batch
+(``batch_size`` x processes), so a run may resume on another number of processes."""
+
 @dataclass
 class TrainConfig:
     """Stage 3: LoRA fine-tuning of gpt-oss on the corpus with the extended tokenizer."""

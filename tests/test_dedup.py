@@ -161,19 +161,25 @@ def test_batched_signatures_equal_one_at_a_time(unit: str, shingle: int) -> None
         np.testing.assert_array_equal(batched, single)
 
 
-def test_chunked_decisions_equal_one_at_a_time() -> None:
-    # The build's path (one vectorized lookup per chunk, rows sharing no band key in the chunk decided
-    # "alone") gives the decisions of check_and_add one record at a time, chunk boundaries included.
-    rng = random.Random(5)
+def _texts_with_near_duplicates(seed: int, n: int = 600) -> list[str]:
+    """Short Wolof-looking lines, 30% of them an earlier line with one word changed."""
+    rng = random.Random(seed)
     words = "ñaata waa dëkk bi ak jàng lekk naan xam dem ñëw ci ngir moo ma nga".split()
     texts: list[str] = []
-    for _ in range(600):
+    for _ in range(n):
         if texts and rng.random() < 0.3:
             base = rng.choice(texts).split()
             base[rng.randrange(len(base))] = rng.choice(words)
             texts.append(" ".join(base))
         else:
             texts.append(" ".join(rng.choice(words) for _ in range(rng.randint(2, 12))))
+    return texts
+
+
+def test_chunked_decisions_equal_one_at_a_time() -> None:
+    # The build's path (one vectorized lookup per chunk, rows sharing no band key in the chunk decided
+    # "alone") gives the decisions of check_and_add one record at a time, chunk boundaries included.
+    texts = _texts_with_near_duplicates(seed=5)
     one = NearDuplicateIndex()
     expected = [one.check_and_add(str(i), t) for i, t in enumerate(texts)]
     chunked = NearDuplicateIndex()
@@ -201,16 +207,7 @@ def test_chunk_pairs_decisions_equal_one_at_a_time() -> None:
     # row decided from its kept earlier rows; the same matches as check_and_add one record at a time.
     from langkit.corpus.build import _near_duplicate
 
-    rng = random.Random(7)
-    words = "ñaata waa dëkk bi ak jàng lekk naan xam dem ñëw ci ngir moo ma nga".split()
-    texts: list[str] = []
-    for _ in range(600):
-        if texts and rng.random() < 0.3:
-            base = rng.choice(texts).split()
-            base[rng.randrange(len(base))] = rng.choice(words)
-            texts.append(" ".join(base))
-        else:
-            texts.append(" ".join(rng.choice(words) for _ in range(rng.randint(2, 12))))
+    texts = _texts_with_near_duplicates(seed=7)
     one = NearDuplicateIndex()
     expected = [one.check_and_add(str(i), t) for i, t in enumerate(texts)]
     chunked = NearDuplicateIndex()

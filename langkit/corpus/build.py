@@ -546,7 +546,7 @@ def _merge(
     shutil.rmtree(merge_dir, ignore_errors=True)  # a killed merge's leftovers: the merge is redone
     merge_dir.mkdir(parents=True)
     state = {language: _LanguageSteps(language, merge_dir, dedup) for language in languages}
-    source_stats: list[dict[str, Any]] = []
+    source_stats: list[dict[str, Any]] = [{} for _ in selected]  # in the config's order of sources
     # Held-out sources first: against an evaluation set, the training record is the duplicate to drop.
     order = sorted(range(len(selected)), key=lambda i: (not selected[i].split, i))
     with (
@@ -557,8 +557,7 @@ def _merge(
             source = selected[i]
             stats = _merge_one(source, shards[source_name(source)], state[source.language], dropped_file,
                                quarantine_file)  # fmt: skip
-            source_stats.append(stats)
-        source_stats.sort(key=lambda st: [source_name(s) for s in selected].index(st["name"]))
+            source_stats[i] = stats
         for language_steps in state.values():
             language_steps.close()
         # The held-out pairs are chosen first, then the train split is filtered against them (and the
@@ -650,7 +649,6 @@ def _merge_one(
     language = source.language
     pivot_language = source.pivot_language if source.pivot_field or source.pivot_path else ""
     read = quarantined = n_kept = 0
-    encoding = ""
     dropped = Counter({reason: 0 for reason in DROP_REASONS})
     index = steps.near_duplicates
     num_perm = steps.dedup.num_perm

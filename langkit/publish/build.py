@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from langkit.config import ConfigError, RunConfig, config_from_dict, save_config
+from langkit.config import FREE_TRAIN_KEYS, ConfigError, RunConfig, config_from_dict, save_config
 from langkit.publish.card import _gather, _model_card, _public_base_model, read_suite_results
 from langkit.publish.manifest import (
     CARD_NAME,
@@ -58,8 +58,7 @@ def _shareable_config(cfg: RunConfig) -> RunConfig:
 # Keys that decide where, how fast or how a stage resumes, never what it writes: a publish may give them
 # other values than the stages ran with.
 _FREE_KEYS = frozenset({
-    "corpus.workers", "corpus.only_source", "corpus.executor", "train.resume", "train.resume_changed",
-    "train.save_every", "train.keep_checkpoints", "train.merged_export", "train.gradient_checkpointing",
+    "corpus.workers", "corpus.only_source", "corpus.executor", *(f"train.{key}" for key in FREE_TRAIN_KEYS),
 })
 # The stages whose config section the release takes from RUN/config.yaml, with the folder they write.
 _RECORDED_STAGES = ("corpus", "tokenizer", "train", "eval")

@@ -20,16 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from langkit.config import FREE_TRAIN_KEYS as FREE_KEYS
 from langkit.rundir import ADAPTER_WEIGHTS
 from langkit.utils import replace_dir, temp_dir
 
 CHECKPOINT_PREFIX = "step-"
 TRAINER_STATE = "trainer_state.pt"
 SETTINGS_FILE = "settings.json"
-FREE_KEYS = ("resume", "resume_changed", "save_every", "keep_checkpoints", "merged_export", "gradient_checkpointing")
-"""Train keys a resumed run may change freely: they decide when and where things are written, or trade
-memory for compute, never what the steps compute. ``batch_size`` is compared as the global batch
-(``batch_size`` x processes), so a run may resume on another number of processes."""
 
 
 def rng_state() -> dict[str, Any]:
