@@ -287,11 +287,19 @@ def start_server(
     name = model_name if (backend == "vllm" and model_name) else str(model_dir)
     cmd = server_command(model_dir, host, port, backend, device=device, dtype=dtype, model_name=model_name,
                          extra_args=extra_args)
-    log_file_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="langkit-serve-", suffix=".log")[1])
-    log_file = open(log_file_path, "wb")  # closed by ServerHandle.stop
+    if log_path:
+        log_file_path, log_file = Path(log_path), open(log_path, "wb")  # closed by ServerHandle.stop
+    else:
+        fd, name_of_log = tempfile.mkstemp(prefix="langkit-serve-", suffix=".log")
+        log_file_path, log_file = Path(name_of_log), os.fdopen(fd, "wb")
     child_env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), **(env or {})}
     log.info("starting %s on %s:%d: %s", backend, host, port, " ".join(cmd))
-    process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=child_env, start_new_session=True)
+    try:
+        process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=child_env,
+                                   start_new_session=True)
+    except BaseException:
+        log_file.close()
+        raise
     handle = ServerHandle(process, f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1", name, backend,
                           log_file_path, log_file)
     deadline = time.monotonic() + startup_timeout

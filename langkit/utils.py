@@ -34,16 +34,20 @@ def setup_logging(level: int | str = logging.INFO) -> None:
     logger.setLevel(level)
 
 
+def _progress_hidden() -> bool:
+    """Progress bars are hidden when langkit's logger is quieter than INFO (tests, libraries) or
+    LANGKIT_NO_PROGRESS is set."""
+    return not logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO) or bool(os.environ.get("LANGKIT_NO_PROGRESS"))
+
+
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
     """A progress bar on stderr, hidden when langkit's logger is quieter than INFO (tests, libraries)."""
-    quiet = not logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO) or os.environ.get("LANGKIT_NO_PROGRESS")
-    yield from tqdm(items, desc=desc, total=total, disable=bool(quiet), leave=False)
+    yield from tqdm(items, desc=desc, total=total, disable=_progress_hidden(), leave=False)
 
 
 def progress_bar(desc: str, total: int) -> Any:
     """A tqdm bar to ``update()`` by hand (work that reports as it goes), hidden as :func:`progress` is."""
-    quiet = not logging.getLogger(LOGGER_NAME).isEnabledFor(logging.INFO) or os.environ.get("LANGKIT_NO_PROGRESS")
-    return tqdm(desc=desc, total=total, disable=bool(quiet), leave=False)
+    return tqdm(desc=desc, total=total, disable=_progress_hidden(), leave=False)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -230,9 +230,12 @@ def load_benchmark_directions(bench: Benchmark, data: str | Path | None, *, only
     if data is not None and not bench.files:
         raise TaskError(f"{bench.path}: {bench.name} names no files; read it from the Hub (no --data)")
     directions = []
+    files: dict[Path, list[str]] = {}  # a language in several directions is read once
+    hub_texts: dict[str, list[str]] = {}
     for src, tgt in bench.direction_pairs(only):
         if data is None:
-            texts = {code: _read_hub(bench, code) for code in (src, tgt)}
+            texts = {code: hub_texts.get(code) or hub_texts.setdefault(code, _read_hub(bench, code))
+                     for code in (src, tgt)}
             where = {code: f"{bench.hub['dataset']} ({bench.codes[code]})" for code in (src, tgt)}
         elif bench.format == "tsv":
             pair, in_order = _pair_name(bench, src, tgt)
@@ -243,7 +246,7 @@ def load_benchmark_directions(bench: Benchmark, data: str | Path | None, *, only
         else:
             pair, _ = _pair_name(bench, src, tgt)
             paths = {code: _file(bench, Path(data), code, pair) for code in (src, tgt)}
-            texts = {code: read_segments(path) for code, path in paths.items()}
+            texts = {code: files.get(path) or files.setdefault(path, read_segments(path)) for code, path in paths.items()}
             where = {code: str(path) for code, path in paths.items()}
         if len(texts[src]) != len(texts[tgt]):
             raise TaskError(f"{bench.name} {src}-{tgt}: not line-aligned: {where[src]} has {len(texts[src])} lines, "

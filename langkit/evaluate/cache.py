@@ -48,8 +48,12 @@ class OutputCache:
             with self.path.open("r+b") as handle:
                 handle.truncate(keep)
         stale = 0
-        for line in raw[:keep].decode("utf-8").splitlines():
-            row = json.loads(line)
+        for number, line in enumerate(raw[:keep].decode("utf-8").splitlines(), start=1):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{self.path}, line {number}: not a cached output ({err}); remove that line (or the "
+                                 "file, to translate the direction again)") from None
             i = row["i"]
             if 0 <= i < len(self.sources) and row["src"] == _digest(self.sources[i]):
                 self.outputs[i] = row["out"]

@@ -116,3 +116,12 @@ def translate(
     finally:
         model.train(was_training)
     return outputs
+
+
+def to_device(model: Any) -> Any:
+    """The model on the GPU when there is one and it was loaded on the CPU."""
+    import torch
+
+    if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
+        model = model.to("cuda")
+    return model

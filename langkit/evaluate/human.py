@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langkit.evaluate.metrics import plain_text
 from langkit.rundir import RunDir
 from langkit.sheets import SheetError, csv_bytes, read_sheet, xlsx_bytes
 from langkit.utils import (
@@ -89,7 +90,7 @@ def _note(t: Translation, repeats: Counter[str]) -> str:
     output = t.output.strip()
     if not output:
         return "empty output"
-    if " ".join(output.casefold().split()) == " ".join(t.source.casefold().split()):
+    if plain_text(output) == plain_text(t.source):
         return "output copies the source"
     if repeats[output] >= REPEATED_OUTPUT:
         return f"this exact output is in {repeats[output]} rows"

@@ -94,7 +94,8 @@ CONSTANT_SHARE = 0.5
 """Share of segments one repeated output must cover to flag the direction as constant."""
 
 
-def _plain(text: str) -> str:
+def plain_text(text: str) -> str:
+    """A text as output comparisons see it: case and spacing ignored."""
     return " ".join(text.casefold().split())
 
 
@@ -109,7 +110,7 @@ def output_flags(sources: Sequence[str], outputs: Sequence[str]) -> dict[str, An
         raise ValueError(f"{len(sources)} sources but {len(outputs)} outputs")
     n = len(outputs)
     empty = sum(1 for o in outputs if not o.strip())
-    copied = sum(1 for s, o in zip(sources, outputs, strict=True) if o.strip() and _plain(s) == _plain(o))
+    copied = sum(1 for s, o in zip(sources, outputs, strict=True) if o.strip() and plain_text(s) == plain_text(o))
     counts = Counter(o.strip() for o in outputs if o.strip())
     text, count = counts.most_common(1)[0] if counts else ("", 0)
     flags = []

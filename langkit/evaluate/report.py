@@ -12,6 +12,8 @@ from langkit.utils import atomic_write_text, get_logger
 
 log = get_logger("evaluate")
 
+METRIC_LABELS = {"chrf++": "chrF++", "chrf": "chrF", "bleu": "BLEU"}
+
 # --------------------------------------------------------------------------------------------------
 # Reports
 # --------------------------------------------------------------------------------------------------
@@ -44,7 +46,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             chrfpp += " ⚠"
         lines.append(f"| {r['system']} | {r['direction']} | {r['n']} | {chrfpp} | "
                      f"{_fmt(m.get('chrf', {}).get('score'))} | {_fmt(m.get('bleu', {}).get('score'))} |")
-        for name, label in (("chrf++", "chrF++"), ("chrf", "chrF"), ("bleu", "BLEU")):
+        for name, label in METRIC_LABELS.items():
             if name in m:
                 signatures.setdefault(label, m[name]["signature"])
                 if ci := m[name].get("ci95"):
@@ -78,7 +80,6 @@ def report_markdown(report: dict[str, Any]) -> str:
 # The suite's results: results.md, results.csv, results.png
 # --------------------------------------------------------------------------------------------------
 
-METRIC_LABELS = {"chrf++": "chrF++", "chrf": "chrF", "bleu": "BLEU"}
 CSV_COLUMNS = ("task", "system", "direction", "n", "chrf++", "chrf++_ci95", "chrf", "bleu", "p_vs_baseline",
                "flags", "chrf++_signature", "chrf_signature", "bleu_signature")
 

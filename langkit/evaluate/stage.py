@@ -10,20 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from langkit.config import RunConfig
-from langkit.evaluate.generation import translate
+from langkit.evaluate.generation import to_device, translate
 from langkit.evaluate.human import Translation, write_human_eval
 from langkit.evaluate.metrics import describe_flags, output_flags, paired_test, score
 from langkit.evaluate.report import report_markdown
-from langkit.evaluate.tasks import Direction, Task, default_task, load_directions, one_line
+from langkit.evaluate.tasks import Direction, Task, default_task, load_directions, one_line, write_lines
 from langkit.harmony import STOP_TOKENS
 from langkit.rundir import RunDir
 from langkit.utils import atomic_write_text, get_logger, read_json, sha256_file, write_json
 
 log = get_logger("evaluate")
-
-
-def _write_lines(path: Path, lines: Sequence[str]) -> None:
-    atomic_write_text(path, "".join(f"{one_line(line)}\n" for line in lines))
 
 
 def evaluate_system(
@@ -50,7 +46,7 @@ def evaluate_system(
         scored = [normalize(h, d.target_language) for h in hyps] if normalize else hyps
         stem = out_dir / "outputs" / f"{system}.{d.name}"
         for suffix, lines in (("src", d.sources), ("gen", hyps), ("hyp", scored), ("ref", d.references)):
-            _write_lines(stem.with_name(f"{stem.name}.{suffix}"), lines)
+            write_lines(stem.with_name(f"{stem.name}.{suffix}"), lines)
         metrics = score(scored, d.references, metrics=task.metrics, bootstrap=task.bootstrap)
         flags = output_flags(d.sources, hyps)
         if flags["flags"]:
@@ -63,14 +59,6 @@ def evaluate_system(
                          for i, s, h, r, c in zip(d.test_ids, d.sources, hyps, d.references, scored, strict=True)]
     return results, translations
 
-
-
-def _to_device(model: Any) -> Any:
-    import torch
-
-    if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
-        model = model.to("cuda")
-    return model
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -132,7 +120,7 @@ def run(cfg: RunConfig, run_dir: RunDir, task: Task | None = None) -> Path:
     for system, load in systems:
         log.info("evaluating %s on %d direction(s)", system, len(directions))
         model, tokenizer = load()
-        model = _to_device(model)
+        model = to_device(model)
         r, t = evaluate_system(system, model, tokenizer, directions, out_dir, max_new_tokens=cfg.eval.max_new_tokens,
                                batch_size=cfg.eval.batch_size, task=task, normalize=normalize_output)
         results += r

@@ -43,8 +43,8 @@ from langkit.evaluate.systems import (
     make_system,
     parse_systems,
 )
-from langkit.evaluate.tasks import Direction, one_line
-from langkit.utils import atomic_write_text, get_logger, progress_bar, write_json
+from langkit.evaluate.tasks import Direction, one_line, write_lines
+from langkit.utils import get_logger, progress_bar, write_json
 
 log = get_logger("evaluate")
 
@@ -120,10 +120,6 @@ def _directions(bench: Benchmark, cfg: SuiteConfig) -> list[Direction]:
     return load_benchmark_directions(bench, cfg.data, only=only, limit=cfg.limit)
 
 
-def _write_lines(path: Path, lines: list[str]) -> None:
-    atomic_write_text(path, "".join(f"{one_line(line)}\n" for line in lines))
-
-
 def run_suite(cfg: SuiteConfig) -> Path:
     """Score every system on every task's directions into ``cfg.out``; returns ``results.json``'s path.
 
@@ -151,8 +147,8 @@ def run_suite(cfg: SuiteConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for bench, directions in plan:
         for d in directions:
-            _write_lines(out / "outputs" / bench.name / f"{d.name}.src", d.sources)
-            _write_lines(out / "outputs" / bench.name / f"{d.name}.ref", d.references)
+            write_lines(out / "outputs" / bench.name / f"{d.name}.src", d.sources)
+            write_lines(out / "outputs" / bench.name / f"{d.name}.ref", d.references)
 
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
@@ -172,7 +168,7 @@ def run_suite(cfg: SuiteConfig) -> Path:
                         log.warning("system %s has no outputs for %s %s; skipped", spec.name, bench.name, d.name)
                         continue
                     hyps = [one_line(h) for h in hyps]
-                    _write_lines(out / "outputs" / bench.name / f"{spec.name}.{d.name}.hyp", hyps)
+                    write_lines(out / "outputs" / bench.name / f"{spec.name}.{d.name}.hyp", hyps)
                     outputs[(bench.name, spec.name, d.name)] = hyps
                     metrics = score(hyps, d.references, metrics=METRICS, bootstrap=cfg.bootstrap)
                     flags = output_flags(d.sources, hyps)

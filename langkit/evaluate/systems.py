@@ -164,11 +164,9 @@ class LocalSystem:
         if self._loaded is None:
             log.info("loading system %s (%s)", self.name, self.spec)
             model, tokenizer = self._load_run() if self.kind == "run" else self._load_hf()
-            import torch
+            from langkit.evaluate.generation import to_device
 
-            if torch.cuda.is_available() and next(model.parameters()).device.type == "cpu":
-                model = model.to("cuda")
-            self._loaded = (model, tokenizer)
+            self._loaded = (to_device(model), tokenizer)
         return self._loaded
 
     def _load_run(self) -> tuple[Any, Any]:
@@ -279,6 +277,5 @@ def make_system(spec: SystemSpec, settings: GenerationSettings) -> Any:
         return FileSystem(spec)
     from langkit.evaluate.endpoint import EndpointSystem
 
-    url, _, model = spec.target.rpartition("@")
-    return EndpointSystem(spec.name, url, model, concurrency=settings.concurrency, retries=settings.retries,
-                          timeout=settings.timeout, max_tokens=settings.max_new_tokens)
+    return EndpointSystem.from_spec(spec.name, spec.target, concurrency=settings.concurrency, retries=settings.retries,
+                                    timeout=settings.timeout, max_tokens=settings.max_new_tokens)

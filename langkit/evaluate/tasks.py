@@ -12,9 +12,7 @@ import yaml
 
 from langkit.evaluate.metrics import METRICS
 from langkit.languages import get_language
-from langkit.utils import (
-    get_logger,
-)
+from langkit.utils import atomic_write_text, get_logger
 
 log = get_logger("evaluate")
 
@@ -117,6 +115,11 @@ class Direction:
 def one_line(text: str) -> str:
     """A segment as one line of a text file (line breaks inside it become spaces)."""
     return _LINE_BREAKS.sub(" ", text).strip()
+
+
+def write_lines(path: Path, lines: Sequence[str]) -> None:
+    """Segments to a text file, one line each (atomically): what sacrebleu's command line reads."""
+    atomic_write_text(path, "".join(f"{one_line(line)}\n" for line in lines))
 
 
 def load_directions(split: str | Path, languages: Sequence[str], max_items: int = 0, task: Task | None = None) -> list[Direction]:
