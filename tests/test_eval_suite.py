@@ -366,3 +366,20 @@ def test_a_model_that_is_not_gpt_oss_is_prompted_through_its_own_chat_template()
     with pytest.raises(ValueError, match="neither gpt-oss's harmony tokens nor a chat template"):
         tokenizer.chat_template = None
         prompt_format(tokenizer)
+
+
+def test_cache_key_ignores_how_patiently_an_endpoint_is_asked():
+    """After a timeout the natural rerun has a longer --timeout or another --concurrency: it must resume, not
+    translate again; a different model or token limit must not reuse the outputs."""
+    from langkit.evaluate.cache import system_key
+
+    info = {"kind": "openai", "url": "http://127.0.0.1:8000/v1", "model": "m", "max_tokens": 64,
+            "concurrency": 4, "retries": 4, "timeout_s": 120.0}
+    settings = {"max_new_tokens": 64, "batch_size": 8, "concurrency": 4, "retries": 4, "timeout": 120.0,
+                "dtype": "float32"}
+    key = system_key(info, settings)
+    patient = system_key({**info, "concurrency": 8, "timeout_s": 600.0},
+                         {**settings, "concurrency": 8, "timeout": 600.0, "retries": 9})
+    assert patient == key
+    assert system_key({**info, "model": "other"}, settings) != key
+    assert system_key(info, {**settings, "max_new_tokens": 32}) != key

@@ -19,9 +19,15 @@ from langkit.utils import get_logger
 log = get_logger("evaluate")
 
 
+NOT_IN_KEY = ("concurrency", "retries", "timeout", "timeout_s")
+"""How an endpoint is asked, not what it answers: a rerun with more patience or more requests in flight
+resumes from the same outputs."""
+
+
 def system_key(info: dict[str, Any], settings: dict[str, Any]) -> str:
-    """12 hex digits over the system's description and generation settings."""
-    blob = json.dumps({"system": info, "settings": settings}, sort_keys=True, ensure_ascii=False, default=str)
+    """12 hex digits over the system's description and the generation settings that shape its outputs."""
+    shaping = [{k: v for k, v in part.items() if k not in NOT_IN_KEY} for part in (info, settings)]
+    blob = json.dumps({"system": shaping[0], "settings": shaping[1]}, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
 
