@@ -38,7 +38,7 @@ Select it with ``train.attention: langkit_sink`` (see :func:`set_attention`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -272,17 +272,26 @@ def sink_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, 
     return out
 
 
-def sink_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                           attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
-                           sliding_window: int | None = None, s_aux: torch.Tensor | None = None,
-                           position_ids: torch.Tensor | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """The ``langkit_sink`` entry of transformers' ``AttentionInterface``: same arguments and output layout
-    as gpt-oss's ``eager_attention_forward`` ([B, Lq, H, D], no attention weights)."""
-    if dropout:
-        raise ValueError(f"langkit_sink attention has no dropout (got {dropout}); gpt-oss trains with attention_dropout=0")
-    sinks = s_aux if s_aux is not None else module.get_parameter("sinks")
-    out = sink_attention(query, key, value, sinks, scaling, attention_mask, sliding_window, position_ids)
-    return out.transpose(1, 2).contiguous(), None
+def interface_entry(name: str, attention: Callable[..., torch.Tensor]) -> Callable[..., tuple[torch.Tensor, None]]:
+    """An entry of transformers' ``AttentionInterface`` for ``attention(query, key, value, sinks, scaling,
+    attention_mask, sliding_window, position_ids)`` ([B, H, Lq, D]): the arguments and output layout of
+    gpt-oss's ``eager_attention_forward`` ([B, Lq, H, D], no attention weights)."""
+
+    def forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
+                sliding_window: int | None = None, s_aux: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        if dropout:
+            raise ValueError(f"{name} attention has no dropout (got {dropout}); gpt-oss trains with attention_dropout=0")
+        sinks = s_aux if s_aux is not None else module.get_parameter("sinks")
+        out = attention(query, key, value, sinks, scaling, attention_mask, sliding_window, position_ids)
+        return out.transpose(1, 2).contiguous(), None
+
+    return forward
+
+
+sink_attention_forward = interface_entry(LANGKIT_SINK, sink_attention)
+"""The ``langkit_sink`` entry of transformers' ``AttentionInterface``."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,14 +315,15 @@ def padding_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int =
     return mask[:, kv_offset:kv_offset + kv_length]
 
 
-def register() -> None:
-    """Make ``attn_implementation="langkit_sink"`` known to transformers: the attention function and its
-    mask builder (:func:`padding_mask`)."""
+def register(name: str = LANGKIT_SINK, forward: Callable[..., Any] = sink_attention_forward) -> None:
+    """Make ``attn_implementation=name`` known to transformers: the attention function and its mask builder
+    (:func:`padding_mask`: only the keys' 2-D padding mask reaches the attention, which applies the causal,
+    window and packing rules itself)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
-    AttentionInterface.register(LANGKIT_SINK, sink_attention_forward)
-    AttentionMaskInterface.register(LANGKIT_SINK, padding_mask)
+    AttentionInterface.register(name, forward)
+    AttentionMaskInterface.register(name, padding_mask)
 
 
 def set_attention(model: Any, name: str) -> None:

@@ -43,6 +43,7 @@ from typing import Any
 
 import torch
 
+from langkit import attention
 from langkit.attention import FLEX, segment_ids
 from langkit.utils import get_logger
 
@@ -271,17 +272,8 @@ def flex_sink_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     return result
 
 
-def flex_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                           attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
-                           sliding_window: int | None = None, s_aux: torch.Tensor | None = None,
-                           position_ids: torch.Tensor | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """The ``langkit_flex`` entry of transformers' ``AttentionInterface``: the arguments and output layout
-    of gpt-oss's ``eager_attention_forward`` ([B, Lq, H, D], no attention weights)."""
-    if dropout:
-        raise ValueError(f"flex attention has no dropout (got {dropout}); gpt-oss trains with attention_dropout=0")
-    sinks = s_aux if s_aux is not None else module.get_parameter("sinks")
-    out = flex_sink_attention(query, key, value, sinks, scaling, attention_mask, sliding_window, position_ids)
-    return out.transpose(1, 2).contiguous(), None
+flex_attention_forward = attention.interface_entry("flex", flex_sink_attention)
+"""The ``langkit_flex`` entry of transformers' ``AttentionInterface``."""
 
 
 @contextmanager
@@ -308,10 +300,4 @@ def cpu_reference_backward() -> Iterator[None]:
 def register() -> None:
     """Make ``attn_implementation="langkit_flex"`` known to transformers, with the mask builder of
     ``langkit_sink`` (only the keys' 2-D padding mask reaches the attention; the rest is the block mask)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    from langkit.attention import padding_mask
-
-    AttentionInterface.register(IMPLEMENTATION, flex_attention_forward)
-    AttentionMaskInterface.register(IMPLEMENTATION, padding_mask)
+    attention.register(IMPLEMENTATION, flex_attention_forward)
