@@ -145,7 +145,7 @@ def _signing_key(cfg: RunConfig, run_dir: RunDir) -> tuple[Path, str, bool] | No
     return path, fingerprint_of(load_private_key(path).public_key()), False
 
 
-def _check_report_is_current(run_dir: RunDir, report: dict[str, Any] | None) -> None:
+def _check_report_is_current(run_dir: RunDir, report: dict[str, Any] | None, adapter_sha256: str) -> None:
     """Refuse to publish scores that another adapter or tokenizer earned (train or tokenizer rerun after
     eval): the card would show them as this adapter's. The report records what it scored by SHA-256."""
     if report is None:
@@ -156,7 +156,7 @@ def _check_report_is_current(run_dir: RunDir, report: dict[str, Any] | None) -> 
         if scored is None:
             log.warning("%s does not record %s (made by an older langkit): cannot check that it scored %s",
                         run_dir.report, key, path)
-        elif scored != sha256_file(path):
+        elif scored != (adapter_sha256 if key == "adapter_sha256" else sha256_file(path)):
             raise PublishError(f"{run_dir.report} scored another {path.name} than {path} holds now (the {stage} "
                                "stage ran again after eval): rerun the eval stage before publishing")
 
@@ -186,8 +186,8 @@ def build_release(run_dir: RunDir, cfg: RunConfig) -> Path:
                            "remove the others")
     recorded = published_config(run_dir, cfg)  # before anything is signed or written
     facts = _gather(run_dir)
-    _check_report_is_current(run_dir, facts.report)
-    facts.adapter_sha256 = sha256_file(run_dir.adapter_weights)
+    facts.adapter_sha256 = sha256_file(run_dir.adapter_weights)  # hashed once: the check and the card use it
+    _check_report_is_current(run_dir, facts.report, facts.adapter_sha256)
     if cfg.publish.eval_results:
         facts.suite = read_suite_results(Path(cfg.publish.eval_results))
     signing = _signing_key(cfg, run_dir)
