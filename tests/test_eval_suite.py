@@ -383,3 +383,13 @@ def test_cache_key_ignores_how_patiently_an_endpoint_is_asked():
     assert patient == key
     assert system_key({**info, "model": "other"}, settings) != key
     assert system_key(info, {**settings, "max_new_tokens": 32}) != key
+
+
+def test_a_bad_file_of_outputs_is_refused_before_any_model_generates(flores, tmp_path, monkeypatch):
+    nllb = _write(tmp_path / "nllb" / "eng_Latn-wol_Latn.txt", NLLB_WOL[:4])
+    loaded = []
+    monkeypatch.setattr("langkit.evaluate.systems.LocalSystem._load", lambda self: loaded.append(self.name))
+    with pytest.raises(ValueError, match="has 4 lines but flores200-devtest eng_Latn-wol_Latn has 6 references"):
+        run_suite(SuiteConfig(tasks=["flores200-devtest"], systems=["base=hf:tiny", f"nllb=file:{nllb.parent}"],
+                              out=tmp_path / "o", data=str(flores), directions=["eng_Latn-wol_Latn"], bootstrap=0))
+    assert loaded == [] and not (tmp_path / "o" / "cache").exists()

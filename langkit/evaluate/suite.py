@@ -141,6 +141,12 @@ def run_suite(cfg: SuiteConfig) -> Path:
     if not any(directions for _, directions in plan):
         raise TaskError("nothing to score: no task has any of the directions asked")
     systems = [make_system(spec, cfg.generation) for spec in specs]
+    for system in systems:  # files of outputs checked now, not after the systems before them have generated
+        if isinstance(system, FileSystem):
+            for bench, directions in plan:
+                for d in directions:
+                    system.outputs(bench.name, d.source_language, d.target_language, d.total or len(d.sources),
+                                   len(d.sources))
     settings = dataclasses.asdict(cfg.generation)
 
     out = Path(cfg.out)
