@@ -272,7 +272,7 @@ class MinHasher:
 
 
 _FLUSH = 8192  # records indexed one at a time between two flushes of the pending tables
-_QUERY_BLOCK = 1024  # records looked up together in the flushed band tables
+_QUERY_BLOCK = 4096  # records looked up together in the flushed band tables
 _PAIR_BLOCK = 32_768  # candidate pairs checked together (two [pairs, num_perm] arrays: 16 MB each at 128)
 
 
@@ -331,6 +331,10 @@ class NearDuplicateIndex:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def _short_array(self) -> np.ndarray:
+        """[indexed] bool view of which indexed records are short (no copy)."""
+        return np.frombuffer(self._short, dtype=np.bool_)
+
     def signature(self, text: str, pivot: str = "") -> np.ndarray | None:
         """The MinHash signature ([num_perm] uint32) of ``text`` and ``pivot`` together, or None when
         neither has any letter, digit or other non-punctuation character."""
@@ -357,6 +361,8 @@ class NearDuplicateIndex:
         best_sim = np.zeros(n, dtype=np.float64)
         kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         total = len(self._keys) + 1
+        low = sigs.astype(np.uint8)  # the queries' sketches
+        short_stored = self._short_array().copy()  # a copy: the bytearray grows after this call
         for q in range(0, n, _QUERY_BLOCK):
             block = keys[q : q + _QUERY_BLOCK]
             found = [table.lookup_flushed(block[:, b]) for b, table in enumerate(self._tables)]
@@ -364,18 +370,32 @@ class NearDuplicateIndex:
             if not len(rows):
                 continue
             records = np.concatenate([f[1] for f in found])
+            del found
+            if self._signatures.has_sketch:
+                # Equal values have equal low bytes: the sketches' agreement bounds the signatures'
+                # from above, so a pair below the needed similarity on sketches is below it for real
+                # and its signature is never read. Checked before removing the pairs found in several
+                # bands: nearly all pairs go here, and most were found in one band only.
+                survivors: list[np.ndarray] = []
+                for p in range(0, len(rows), _PAIR_BLOCK):
+                    r, c = rows[p : p + _PAIR_BLOCK], records[p : p + _PAIR_BLOCK]
+                    bound = np.count_nonzero(self._signatures.sketch_rows(c) == low[r + q], axis=1)
+                    needed = np.where(short[r + q] | short_stored[c], 1.0, self.threshold)
+                    survivors.append(p + np.flatnonzero(bound / self.num_perm >= needed))
+                keep = np.concatenate(survivors)
+                rows, records = rows[keep], records[keep]
             pairs = np.unique((rows + q) * total + records)  # sorted by row, then record; no repeats
-            del rows, records, found
+            del rows, records
             for p in range(0, len(pairs), _PAIR_BLOCK):
                 part = pairs[p : p + _PAIR_BLOCK]
                 rows, records = part // total, part % total
+                needed = np.where(short[rows] | short_stored[records], 1.0, self.threshold)
                 unique, inverse = np.unique(records, return_inverse=True)
                 similarity = (
                     np.count_nonzero(self._signatures.rows(unique)[inverse] == sigs[rows], axis=1)
                     / self.num_perm
                 )
-                stored_short = np.array([self._short[i] for i in unique.tolist()], dtype=bool)[inverse]
-                ok = similarity >= np.where(short[rows] | stored_short, 1.0, self.threshold)
+                ok = similarity >= needed
                 if ok.any():
                     kept.append((rows[ok], records[ok], similarity[ok]))
         if not kept:

@@ -13,7 +13,8 @@ about 150 bytes, and the MinHash signatures themselves go to a file:
 - :class:`BandTable`: one LSH band's ``key -> records`` table, ``key << 32 | record`` in
   :class:`SortedRuns`.
 - :class:`SignatureStore`: ``[n, num_perm]`` uint32 rows, in memory blocks or appended to a file and
-  read back by row (``os.pread``: a read, not a mapping, so the rows never count in the resident set).
+  read back by row (``os.pread``: a read, not a mapping, so the rows never count in the resident set),
+  with an in-memory sketch of each row (its values' low bytes) that rejects most candidates unread.
 - :class:`StringTable`: the records' ids as one UTF-8 byte buffer and an offset array.
 """
 
@@ -118,7 +119,10 @@ class BandTable:
     def lookup_flushed(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every flushed (query row, record) pair with the same key, for ``keys`` ([n] uint32 or
         uint64 below 2^32): two [pairs] int64 arrays."""
-        keys = np.asarray(keys, dtype=np.uint64)
+        # Searched in ascending order: numpy's binary search starts from the previous key's place, and
+        # neighbouring keys touch the same pages of the run (at a million entries, 2-3x faster).
+        order = np.argsort(keys, kind="stable")
+        keys = np.asarray(keys, dtype=np.uint64)[order]
         lows = keys << _SHIFT32
         rows: list[np.ndarray] = []
         records: list[np.ndarray] = []
@@ -133,7 +137,7 @@ class BandTable:
             start = lo[which]
             stop = np.searchsorted(run, lows[which] | _LOW32, side="right")
             counts = stop - start
-            rows.append(np.repeat(which, counts))
+            rows.append(order[np.repeat(which, counts)])
             # start[i], start[i] + 1, ..., stop[i] - 1 for every hit row, as one flat array.
             offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
             records.append((run[np.repeat(start, counts) + offsets] & _LOW32).astype(np.int64))
@@ -143,61 +147,106 @@ class BandTable:
         return np.concatenate(rows).astype(np.int64), np.concatenate(records)
 
 
-_BLOCK = 4096  # in-memory signature rows per block: the store grows without copying
-_WINDOW = 4096  # signature rows read from the file at once (2 MB at 128 values) when many are wanted
+_BLOCK = 65_536  # rows per in-memory block: the stores grow without copying
+_GAP = 32  # wanted signature rows at most this far apart are read from the file in one read
+
+
+def _gather(blocks: list[np.ndarray], index: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[k] = row index[k]`` of rows kept in ``blocks`` of ``_BLOCK`` rows: one fancy-indexing
+    copy per block touched."""
+    block = index // _BLOCK
+    for b in np.unique(block).tolist():
+        sel = block == b
+        out[sel] = blocks[b][index[sel] - b * _BLOCK]
+    return out
+
+
+class _Rows:
+    """``[n, width]`` rows of one dtype appended in order, in memory blocks of ``_BLOCK`` rows."""
+
+    def __init__(self, width: int, dtype: type) -> None:
+        self.width = width
+        self.dtype = dtype
+        self.n = 0
+        self.blocks: list[np.ndarray] = []
+
+    def extend(self, rows: np.ndarray) -> None:
+        done = 0
+        while done < len(rows):
+            if self.n % _BLOCK == 0:
+                self.blocks.append(np.empty((_BLOCK, self.width), dtype=self.dtype))
+            at = self.n % _BLOCK
+            take = min(_BLOCK - at, len(rows) - done)
+            self.blocks[-1][at : at + take] = rows[done : done + take]
+            done += take
+            self.n += take
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        return _gather(self.blocks, index, np.empty((len(index), self.width), dtype=self.dtype))
 
 
 class SignatureStore:
     """MinHash signatures, ``[n, width]`` uint32, appended in order and read back by row number.
 
     With ``path``, rows go to that file (appended; 512 bytes a row at 128 values) and are read back
-    with ``os.pread``; without, they stay in memory blocks of 4,096 rows."""
+    with ``os.pread``, and a *sketch* stays in memory: the low byte of every value (128 bytes a row).
+    Two equal values have equal low bytes, so the number of equal bytes of two sketches bounds the
+    number of equal values from above: a candidate whose sketch is already too different is rejected
+    without reading its signature (:meth:`sketch_rows`; on generated text with a small vocabulary,
+    nearly every one). Without ``path``, the signatures stay in memory blocks."""
 
     def __init__(self, width: int, path: Path | None = None) -> None:
         self.width = width
         self.row_bytes = 4 * width
         self._n = 0
-        self._blocks: list[np.ndarray] = []
+        self._memory = _Rows(width, np.uint32) if path is None else None
+        self._sketch = _Rows(width, np.uint8) if path is not None else None
         self._file = open(path, "w+b") if path is not None else None  # noqa: SIM115 - closed in close()
         self.path = path
 
     def __len__(self) -> int:
         return self._n
 
+    @property
+    def has_sketch(self) -> bool:
+        return self._sketch is not None
+
     def append(self, sig: np.ndarray) -> None:
-        if self._file is not None:
-            self._file.write(np.ascontiguousarray(sig, dtype="<u4").tobytes())
+        self.extend(np.asarray(sig)[None])
+
+    def extend(self, sigs: np.ndarray) -> None:
+        """Append ``[k, width]`` rows."""
+        if self._memory is not None:
+            self._memory.extend(sigs)
         else:
-            if self._n % _BLOCK == 0:
-                self._blocks.append(np.empty((_BLOCK, self.width), dtype=np.uint32))
-            self._blocks[-1][self._n % _BLOCK] = sig
-        self._n += 1
+            self._file.write(np.ascontiguousarray(sigs, dtype="<u4").tobytes())  # type: ignore[union-attr]
+            self._sketch.extend(sigs.astype(np.uint8))  # type: ignore[union-attr]  # the low bytes
+        self._n += len(sigs)
+
+    def sketch_rows(self, index: np.ndarray) -> np.ndarray:
+        """The sketches (low bytes) of the rows ``index`` ([k] int), [k, width] uint8 (file-backed
+        stores only)."""
+        return self._sketch.rows(index)  # type: ignore[union-attr]
 
     def rows(self, index: np.ndarray) -> np.ndarray:
         """The rows ``index`` ([k] int), as a [k, width] uint32 array."""
+        if self._memory is not None:
+            return self._memory.rows(index)
         out = np.empty((len(index), self.width), dtype=np.uint32)
-        if self._file is None:
-            for k, i in enumerate(index.tolist()):
-                out[k] = self._blocks[i // _BLOCK][i % _BLOCK]
-            return out
-        self._file.flush()
-        fd = self._file.fileno()
-        if len(index) <= 64:
-            for k, i in enumerate(index.tolist()):
-                out[k] = np.frombuffer(os.pread(fd, self.row_bytes, i * self.row_bytes), dtype="<u4")
-            return out
-        # Many rows: one read per window of _WINDOW rows that holds any of them (sorted first).
+        self._file.flush()  # type: ignore[union-attr]
+        fd = self._file.fileno()  # type: ignore[union-attr]
+        # Sorted, then one read per run of wanted rows lying within _GAP rows of each other: a row
+        # alone costs one 512-byte read, not a window of the file (candidates are scattered over it).
         order = np.argsort(index, kind="stable")
         sorted_index = index[order]
-        k = 0
-        while k < len(sorted_index):
-            lo = int(sorted_index[k])
-            hi = min(lo + _WINDOW, self._n)
-            stop = int(np.searchsorted(sorted_index, hi, side="left"))
+        cut = np.flatnonzero(np.diff(sorted_index) > _GAP) + 1
+        starts = np.concatenate(([0], cut)).tolist()
+        stops = np.concatenate((cut, [len(sorted_index)])).tolist()
+        for a, b in zip(starts, stops, strict=True):
+            lo, hi = int(sorted_index[a]), int(sorted_index[b - 1]) + 1
             data = os.pread(fd, (hi - lo) * self.row_bytes, lo * self.row_bytes)
             window = np.frombuffer(data, dtype="<u4").reshape(hi - lo, self.width)
-            out[order[k:stop]] = window[sorted_index[k:stop] - lo]
-            k = stop
+            out[order[a:b]] = window[sorted_index[a:b] - lo]
         return out
 
     def close(self) -> None:
