@@ -271,14 +271,15 @@ def step_rates(
 ) -> tuple[dict[str, float], int]:
     """Records/s of each step alone, in this process; and the near-dup index size (entries)."""
     from langkit.config import FilterConfig, LangIdConfig, NormalizeConfig, PiiConfig, SourceConfig
-    from langkit.corpus.build import MERGE_CHUNK, PAIR_LIMIT, Example, _near_duplicate, write_split
+    from langkit.corpus.build import MERGE_CHUNK, Example, decide_chunk, write_split
     from langkit.corpus.dedup import Decontaminator, MinHasher, NearDuplicateIndex
     from langkit.corpus.filters import check_quality
     from langkit.corpus.langid import LangIdFilter
     from langkit.corpus.normalize import Normalizer
     from langkit.corpus.pii import PiiScrubber
     from langkit.corpus.readers import read_source
-    from langkit.corpus.shards import SIGNATURE_BATCH
+    from langkit.corpus.shards import SIGNATURE_BATCH, record_digest
+    from langkit.corpus.stores import DigestSet
 
     rates: dict[str, float] = {}
 
@@ -314,8 +315,7 @@ def step_rates(
 
     kept = timed("dedup exact", n, exact)
     # The near-duplicate step as the build runs it: signatures in the per-source phase (batches of
-    # SIGNATURE_BATCH records), then in the merge one vectorized lookup per chunk of MERGE_CHUNK, the
-    # chunk's similar pairs at once, and the decisions one record at a time.
+    # SIGNATURE_BATCH records), then the merge's decide_chunk per chunk of MERGE_CHUNK records.
     hasher = MinHasher()
 
     def minhash() -> list[tuple[np.ndarray, np.ndarray]]:
@@ -327,26 +327,21 @@ def step_rates(
 
     batches = timed("minhash (per-source phase)", len(kept), minhash)
     index = NearDuplicateIndex(signature_file=work / "signatures.bin")
+    digests = np.array([record_digest(lang, t, "") for lang, t in kept], dtype=np.uint64)
 
     def near() -> int:
+        # As the merge runs it (decide_chunk), on exact-deduplicated text: one language, every record
+        # signed; counted: the lookups, the in-chunk pairs and the indexing of the kept records.
         sigs = np.concatenate([b[0] for b in batches])
         short = np.concatenate([b[1] for b in batches])
+        seen = DigestSet()
         dropped = 0
         for lo in range(0, len(sigs), MERGE_CHUNK):
-            s, sh = sigs[lo : lo + MERGE_CHUNK], short[lo : lo + MERGE_CHUNK]
-            keys = index.band_keys(s)
-            best, similarity = index.match_flushed(s, sh, keys)
-            pairs = index.similar_pairs(s, sh, keys, limit=PAIR_LIMIT * len(s))
-            sharing = index.sharing_rows(keys).tolist() if pairs is None else []
-            similar: dict[int, list[tuple[int, float]]] = {}
-            for i, j, sim in zip(*(a.tolist() for a in pairs or ()), strict=True):
-                similar.setdefault(j, []).append((i, sim))
-            indexed: dict[int, int] = {}
-            for r in range(len(s)):
-                match = _near_duplicate(
-                    index, str(lo + r), r, s, sh, keys, best, similarity, pairs, sharing, similar, indexed
-                )
-                dropped += match is not None
+            hi = min(lo + MERGE_CHUNK, len(sigs))
+            verdict, _ = decide_chunk(seen, index, [str(i) for i in range(lo, hi)], digests[lo:hi],
+                                      np.ones(hi - lo, dtype=bool), sigs[lo:hi], short[lo:hi])  # fmt: skip
+            dropped += int((verdict != 0).sum())
+            seen.flush()
             index.flush()
         return dropped
 

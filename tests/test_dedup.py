@@ -202,35 +202,49 @@ def test_chunked_decisions_equal_one_at_a_time() -> None:
     assert 0 < shared < len(texts)  # both paths were taken
 
 
-def test_chunk_pairs_decisions_equal_one_at_a_time() -> None:
-    # The merge's path since issue 14: a chunk's similar pairs found at once (similar_pairs), then each
-    # row decided from its kept earlier rows; the same matches as check_and_add one record at a time.
-    from langkit.corpus.build import _near_duplicate
+@pytest.mark.parametrize("pair_limit", [16, 0])
+def test_chunk_decisions_equal_one_at_a_time(monkeypatch: pytest.MonkeyPatch, pair_limit: int) -> None:
+    # The merge's path since issue 14 (decide_chunk): a chunk's exact duplicates and similar pairs found
+    # at once, only the rows depending on earlier rows of the chunk decided in order; the same verdicts
+    # and matches as one record at a time (a set of texts and check_and_add). PAIR_LIMIT 0: the
+    # fallback, each row in turn against the index's pending records.
+    from langkit.corpus import build as build_module
+    from langkit.corpus.build import DUPLICATE, KEEP, NEAR_DUPLICATE, decide_chunk
+    from langkit.corpus.shards import record_digest
+    from langkit.corpus.stores import DigestSet
 
+    monkeypatch.setattr(build_module, "PAIR_LIMIT", pair_limit)
     texts = _texts_with_near_duplicates(seed=7)
+    texts += texts[::37]  # exact copies, some within one chunk, some across chunks
     one = NearDuplicateIndex()
-    expected = [one.check_and_add(str(i), t) for i, t in enumerate(texts)]
-    chunked = NearDuplicateIndex()
-    sigs, _, short = chunked.hasher.signatures([(t, "") for t in texts])
-    got: list[Match | None] = []
-    in_chunk = 0
+    seen_texts: set[str] = set()
+    expected: list[tuple[int, Match | None]] = []
+    for i, t in enumerate(texts):
+        if t in seen_texts:
+            expected.append((DUPLICATE, None))
+            continue
+        match = one.check_and_add(str(i), t)
+        if match is None:
+            seen_texts.add(t)
+        expected.append((KEEP, None) if match is None else (NEAR_DUPLICATE, match))
+    chunked, seen = NearDuplicateIndex(), DigestSet()
+    sigs, has, short = chunked.hasher.signatures([(t, "") for t in texts])
+    assert has.all()
+    digests = np.array([record_digest("wol_Latn", t, "") for t in texts], dtype=np.uint64)
+    got: list[tuple[int, Match | None]] = []
     for lo in range(0, len(texts), 97):
-        s, sh = sigs[lo : lo + 97], short[lo : lo + 97]
-        keys = chunked.band_keys(s)
-        best, similarity = chunked.match_flushed(s, sh, keys)
-        pairs = chunked.similar_pairs(s, sh, keys, limit=10**6)
-        assert pairs is not None
-        similar: dict[int, list[tuple[int, float]]] = {}
-        for i, j, sim in zip(*(a.tolist() for a in pairs), strict=True):
-            similar.setdefault(j, []).append((i, sim))
-        in_chunk += len(pairs[0])
-        indexed: dict[int, int] = {}
-        for r in range(len(s)):
-            got.append(_near_duplicate(chunked, str(lo + r), r, s, sh, keys, best, similarity, pairs, [], similar,
-                                       indexed))  # fmt: skip
+        hi = min(lo + 97, len(texts))
+        verdict, matches = decide_chunk(seen, chunked, [str(i) for i in range(lo, hi)], digests[lo:hi],
+                                        np.ones(hi - lo, dtype=bool), sigs[lo:hi], short[lo:hi])  # fmt: skip
+        got.extend((int(v), matches.get(r)) for r, v in enumerate(verdict.tolist()))
+        seen.flush()
         chunked.flush()
-    assert got == expected and sum(m is not None for m in got) > 20
-    assert in_chunk > 0
+    assert got == expected
+    assert sum(v == NEAR_DUPLICATE for v, _ in got) > 10 and sum(v == DUPLICATE for v, _ in got) > 5
+    # Both kinds of match: a record of an earlier chunk, and an earlier row of the same chunk.
+    chunks = {(int(m.key) // 97 == i // 97) for i, (_, m) in enumerate(got) if m is not None}
+    assert chunks == {True, False}
+    assert len(chunked) == len(one) == sum(v == KEEP for v, _ in got)
     assert chunked.similar_pairs(sigs[:50], short[:50], chunked.band_keys(sigs[:50]), limit=0) is None
 
 

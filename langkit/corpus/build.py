@@ -43,17 +43,15 @@ does not depend on the number of workers or on the executor.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
 import tempfile
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -81,8 +79,8 @@ from langkit.corpus.shards import (
     Steps,
     atomic_file,
     read_report,
-    read_shard,
     run_sources,
+    shard_batches,
     shard_path,
     signature_path,
     umask_mode,
@@ -306,15 +304,16 @@ class _LanguageSteps:
                 signature_file=self.merge_dir / f"signatures-{self.language}.bin",
             )  # fmt: skip
 
-    def keep(self, rows: list[tuple[Any, ...]], split: str = "") -> None:
-        """Kept records, in order: their values in :data:`COLUMNS` order (a pair has a pivot text)."""
+    def keep(self, table: Any, split: str = "") -> None:
+        """Kept records, in order: a pyarrow table with the split schema (a pair has a pivot text)."""
+        n = table.num_rows
         if split:
-            self.assigned.setdefault(split, array("q")).extend(range(self.kept, self.kept + len(rows)))
+            self.assigned.setdefault(split, array("q")).extend(range(self.kept, self.kept + n))
         else:
-            pivot = COLUMNS.index("pivot_text")
-            self.pairs.extend(self.kept + i for i, row in enumerate(rows) if row[pivot])
-        self.spool.extend(rows)
-        self.kept += len(rows)
+            paired = _nonempty(table.column("pivot_text"))
+            self.pairs.extend((self.kept + np.flatnonzero(paired)).tolist())
+        self.spool.append_table(table)
+        self.kept += n
 
     def near_duplicate(self, key: str, text: str, pivot: str, match: Match | None) -> None:
         """Keep the first ``dedup.samples`` near-duplicate pairs for the report."""
@@ -353,13 +352,6 @@ class _LanguageSteps:
                 "samples": self.near_duplicate_samples,
             }
         return stats
-
-
-def _digest(language: str, text: str, pivot: str) -> int:
-    # An 8-byte digest per kept record instead of the strings: two different records collide with
-    # probability about n^2 / 2^65 (3e-8 for a million kept records of one language).
-    key = "\x00".join((language, text, pivot)).encode("utf-8")
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
 
 
 def held_out(
@@ -509,18 +501,32 @@ def build_corpus(
             ) from e
 
         run_sources_datatrove(selected, shards, steps, workers, work_dir)
+        ready: Iterator[str] = iter([source_name(s) for s in _merge_order(selected)])
     else:
-        run_sources(selected, shards, steps, workers)
+        # The merge order, so that the merge replays the first shards while the pool writes the others.
+        ready = run_sources(_merge_order(selected), shards, steps, workers)
     if only_source:
+        for _ in ready:
+            pass
         log.info(
             "source %s: shard %s written; run the build without --only-source to merge",
             only_source,
             shards[only_source],
         )
         return {"shard": str(shards[only_source])}
-    result = _merge(selected, shards, languages, out_dir, dev_size, test_size, seed, steps, allow_empty)
+    try:
+        result = _merge(selected, shards, languages, out_dir, dev_size, test_size, seed, steps, ready, allow_empty)
+    finally:
+        if isinstance(ready, Generator):
+            ready.close()  # a merge that failed stops the pool
     _clean_work_dir(work_dir)
     return result
+
+
+def _merge_order(sources: list[SourceConfig]) -> list[SourceConfig]:
+    """The order the merge replays the sources in: those declared ``split: test``/``dev`` first (against
+    an evaluation set, the training record is the duplicate to drop), then the config's order."""
+    return sorted(sources, key=lambda s: not s.split)  # stable: the config's order within each group
 
 
 def _merge(
@@ -532,10 +538,11 @@ def _merge(
     test_size: int,
     seed: int,
     steps: Steps,
+    ready: Iterable[str],
     allow_empty: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The global steps over the finished shards, in source order (sources declared for a held-out split
-    first); writes every output."""
+    """The global steps over the shards, in :func:`_merge_order`: ``ready`` yields the name of each
+    source, in that order, once its shard is written. Writes every output."""
     # A merge killed part-way leaves its temporary files next to the outputs (atomic writes rename them
     # into place only when whole): remove them, so that a rerun leaves exactly an uninterrupted build's files.
     for stale in out_dir.rglob(".*.tmp"):
@@ -547,17 +554,14 @@ def _merge(
     merge_dir.mkdir(parents=True)
     state = {language: _LanguageSteps(language, merge_dir, dedup) for language in languages}
     source_stats: list[dict[str, Any]] = [{} for _ in selected]  # in the config's order of sources
-    # Held-out sources first: against an evaluation set, the training record is the duplicate to drop.
-    order = sorted(range(len(selected)), key=lambda i: (not selected[i].split, i))
+    position = {source_name(s): i for i, s in enumerate(selected)}
     with (
         atomic_file(out_dir / "dropped.jsonl") as dropped_file,
         atomic_file(out_dir / "quarantine.jsonl") as quarantine_file,
     ):
-        for i in order:
-            source = selected[i]
-            stats = _merge_one(source, shards[source_name(source)], state[source.language], dropped_file,
-                               quarantine_file)  # fmt: skip
-            source_stats[i] = stats
+        for name, source in zip(ready, _merge_order(selected), strict=True):
+            source_stats[position[name]] = _merge_one(source, shards[name], state[source.language], dropped_file,
+                                                      quarantine_file)  # fmt: skip
         for language_steps in state.values():
             language_steps.close()
         # The held-out pairs are chosen first, then the train split is filtered against them (and the
@@ -635,6 +639,146 @@ def _empty_split_message(empty: list[str], totals: dict[str, int], language_stat
             f"quarantine.jsonl. If the split should be empty, say so: corpus.allow_empty: [{', '.join(empty)}]")
 
 
+KEEP, DUPLICATE, NEAR_DUPLICATE = 0, 1, 2
+"""The merge's verdicts on a record that reached the dedup steps."""
+
+
+def _nonempty(column: Any) -> np.ndarray:
+    """[n] bool: which strings of a pyarrow string column are not empty."""
+    import pyarrow.compute as pc
+
+    return np.asarray(pc.greater(pc.binary_length(column), 0).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _strings(values: Sequence[str] | str, n: int = 0) -> Any:
+    """A pyarrow string array from Python strings, or ``n`` times one string, built from buffers:
+    pyarrow's conversion of Python lists imports pandas (a second and 50 MB) on first use."""
+    import pyarrow as pa
+
+    if isinstance(values, str):
+        one = values.encode("utf-8")
+        offsets, data = np.arange(n + 1, dtype=np.int32) * len(one), one * n
+    else:
+        encoded = [v.encode("utf-8") for v in values]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        data, n = b"".join(encoded), len(encoded)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def decide_chunk(
+    seen: DigestSet,
+    index: NearDuplicateIndex | None,
+    keys: Sequence[str],
+    digests: np.ndarray,
+    signed: np.ndarray,
+    sigs: np.ndarray,
+    short: np.ndarray,
+) -> tuple[np.ndarray, dict[int, Match]]:
+    """The dedup verdicts on a chunk of records, in order, each against the records kept before it
+    (earlier chunks and earlier rows of this one), and the kept ones added to ``seen`` and ``index``:
+    what deciding them one at a time would give, with the Python work only where the chunk's rows
+    depend on each other.
+
+    ``keys`` ([m] record ids), ``digests`` ([m] uint64, :func:`shards.record_digest`), ``signed``
+    ([m] bool: which have a MinHash signature), ``sigs`` ([signed, num_perm]) and ``short``
+    ([signed] bool). Returns the [m] int8 verdicts (:data:`KEEP`, :data:`DUPLICATE`,
+    :data:`NEAR_DUPLICATE`) and the match of each near-duplicate, by row."""
+    m = len(digests)
+    verdict = np.zeros(m, dtype=np.int8)
+    matches: dict[int, Match] = {}
+    earlier = seen.contains_flushed(digests)  # the same text kept in an earlier chunk
+    verdict[earlier] = DUPLICATE
+    _, inverse, counts = np.unique(digests, return_inverse=True, return_counts=True)
+    # Rows decided in order below: the same text twice in the chunk, or a row similar to an earlier row
+    # of the chunk. Every other row depends only on earlier chunks: decided here at once.
+    ordered = (counts[inverse] > 1) & ~earlier
+    signed_rows = np.flatnonzero(signed)  # the chunk row of each signature
+    signature_of = np.full(m, -1, dtype=np.int64)
+    signature_of[signed_rows] = np.arange(len(signed_rows))
+    similar: dict[int, list[tuple[int, float]]] = {}
+    if index is not None and len(signed_rows):
+        band_keys = index.band_keys(sigs)
+        best, best_similarity = index.match_flushed(sigs, short, band_keys)
+        pairs = index.similar_pairs(sigs, short, band_keys, limit=PAIR_LIMIT * len(sigs))
+        if pairs is None:  # many copies of one text: the index searches its pending records itself
+            return _decide_one_at_a_time(seen, index, keys, digests, earlier, signature_of, sigs, short, band_keys,
+                                         best, best_similarity)  # fmt: skip
+        before, after, similarity = pairs  # sorted by the later row, then the earlier
+        ordered[signed_rows[after]] = True
+        ordered &= ~earlier
+        near = (best >= 0) & ~ordered[signed_rows] & ~earlier[signed_rows]
+        for r in np.flatnonzero(near).tolist():
+            matches[int(signed_rows[r])] = Match(index.key(int(best[r])), float(best_similarity[r]))
+        verdict[signed_rows[near]] = NEAR_DUPLICATE
+        for i, j, sim in zip(before.tolist(), after.tolist(), similarity.tolist(), strict=True):
+            similar.setdefault(j, []).append((i, sim))
+    kept_digests: set[int] = set()  # of the rows decided in order
+    for row in np.flatnonzero(ordered).tolist():
+        digest = int(digests[row])
+        if digest in kept_digests:
+            verdict[row] = DUPLICATE
+            continue
+        s = int(signature_of[row])
+        if s >= 0 and index is not None:
+            # The most similar kept earlier row of the chunk (the earliest of equals), unless a record of
+            # an earlier chunk is at least as similar.
+            record, sim = -1, 0.0
+            for i, pair_similarity in similar.get(s, ()):
+                at = int(signed_rows[i])
+                if verdict[at] == KEEP and (record < 0 or pair_similarity > sim):
+                    record, sim = at, pair_similarity
+            if best[s] >= 0 and (record < 0 or best_similarity[s] >= sim):
+                matches[row] = Match(index.key(int(best[s])), float(best_similarity[s]))
+            elif record >= 0:
+                matches[row] = Match(keys[record], sim)
+            if row in matches:
+                verdict[row] = NEAR_DUPLICATE
+                continue
+        kept_digests.add(digest)
+    kept = verdict == KEEP
+    seen.add_many(digests[kept])
+    if index is not None and len(signed_rows):
+        rows = np.flatnonzero(kept[signed_rows])
+        index.add_signatures([keys[i] for i in signed_rows[rows].tolist()], sigs[rows], short[rows], band_keys[rows])
+    return verdict, matches
+
+
+def _decide_one_at_a_time(
+    seen: DigestSet,
+    index: NearDuplicateIndex,
+    keys: Sequence[str],
+    digests: np.ndarray,
+    earlier: np.ndarray,
+    signature_of: np.ndarray,
+    sigs: np.ndarray,
+    short: np.ndarray,
+    band_keys: np.ndarray,
+    best: np.ndarray,
+    best_similarity: np.ndarray,
+) -> tuple[np.ndarray, dict[int, Match]]:
+    """:func:`decide_chunk` for a chunk with too many similar pairs to list (many copies of one text):
+    each row in turn, the index searching the records pending since its last flush."""
+    verdict = np.where(earlier, DUPLICATE, KEEP).astype(np.int8)
+    matches: dict[int, Match] = {}
+    sharing = index.sharing_rows(band_keys).tolist()
+    for row in np.flatnonzero(~earlier).tolist():
+        digest = int(digests[row])
+        if seen.in_pending(digest):
+            verdict[row] = DUPLICATE
+            continue
+        s = int(signature_of[row])
+        if s >= 0:
+            flushed = (int(best[s]), float(best_similarity[s]))
+            match = index.check_and_add_signature(keys[row], sigs[s], bool(short[s]), band_keys[s], flushed,
+                                                  alone=not sharing[s])  # fmt: skip
+            if match is not None:
+                verdict[row], matches[row] = NEAR_DUPLICATE, match
+                continue
+        seen.add(digest)
+    return verdict, matches
+
+
 def _merge_one(
     source: SourceConfig,
     shard: Path,
@@ -644,7 +788,11 @@ def _merge_one(
 ) -> dict[str, Any]:
     """Replay one source's shard, ``MERGE_CHUNK`` records at a time, into its language's spool
     (dropping exact and near duplicates of records kept before, in any source of the language),
-    writing its dropped and quarantined records; return its counts."""
+    writing its dropped and quarantined records; return its counts. The chunk stays in Arrow columns:
+    only the records written to ``dropped.jsonl`` or ``quarantine.jsonl`` become Python objects."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     name = source_name(source)
     language = source.language
     pivot_language = source.pivot_language if source.pivot_field or source.pivot_path else ""
@@ -655,87 +803,84 @@ def _merge_one(
     report = read_report(shard)
     encoding = report.pop("encoding", "")
     steps.reports.append(report)
-    items = read_shard(shard)
+    schema = _schema()
     with open(signature_path(shard), "rb") if index is not None else nullcontext() as sig_file:
-        while chunk := list(islice(items, MERGE_CHUNK)):
-            # Rows: (line, error, raw, text, pivot, tags, reason, sig, short), see shards.SHARD_COLUMNS.
-            candidates = [row for row in chunk if not row[1] and not row[6]]
-            digests = np.fromiter(
-                (_digest(language, row[3], row[4]) for row in candidates), dtype=np.uint64, count=len(candidates)
-            )  # fmt: skip
-            # Against the records of earlier chunks: one vectorized search for the whole chunk.
-            earlier = steps.seen.contains_flushed(digests).tolist()
-            if index is not None:
-                signed = [row for row in candidates if row[7]]
-                data = sig_file.read(4 * num_perm * len(signed))  # type: ignore[union-attr]
-                if len(data) != 4 * num_perm * len(signed):
-                    raise ValueError(f"{signature_path(shard)}: {len(data)} bytes where the shard {shard.name} "
-                                     f"needs {4 * num_perm * len(signed)} more; delete both and build again")
-                sigs = np.frombuffer(data, dtype="<u4").reshape(len(signed), num_perm)
-                short = np.array([row[8] for row in signed], dtype=bool)
-                keys = index.band_keys(sigs)
-                best, best_similarity = index.match_flushed(sigs, short, keys)
-                # The chunk's rows against each other, vectorized: the similar pairs (earlier row, later
-                # row), of which the decisions below keep those whose earlier row was indexed.
-                pairs = index.similar_pairs(sigs, short, keys, limit=PAIR_LIMIT * len(sigs))
-                sharing: list[bool] = []
-                similar: dict[int, list[tuple[int, float]]] = {}
-                indexed: dict[int, int] = {}  # chunk row -> its record number in the index
-                if pairs is None:  # many copies of one text: the pending search, one record at a time
-                    sharing = index.sharing_rows(keys).tolist()
-                else:
-                    for i, j, sim in zip(*(a.tolist() for a in pairs), strict=True):
-                        similar.setdefault(j, []).append((i, sim))
-            c = s = 0
-            kept_rows: list[tuple[Any, ...]] = []
-            for line, error, raw, text, pivot, tags, reason, has_sig, _ in chunk:
-                read += 1
-                if error:
-                    quarantined += 1
-                    write_jsonl_line(
-                        quarantine_file,
-                        {"source": name, "file": source.path, "line": line, "reason": error, "raw": raw},
-                    )
+        for batch in shard_batches(shard):
+            for lo in range(0, batch.num_rows, MERGE_CHUNK):
+                chunk = batch.slice(lo, MERGE_CHUNK)
+                n = chunk.num_rows
+                read += n
+                lines = chunk.column("line").to_numpy()
+                error = _nonempty(chunk.column("error"))
+                given = _nonempty(chunk.column("reason"))  # dropped by a per-record step
+                rows = np.flatnonzero(~error & ~given)  # the records that reach the dedup steps
+                signed = chunk.column("sig").to_numpy()[rows] == 1 if index is not None else np.zeros(len(rows), bool)
+                k = int(signed.sum())
+                sigs = np.zeros((0, num_perm), dtype=np.uint32)
+                if k:
+                    data = sig_file.read(4 * num_perm * k)  # type: ignore[union-attr]
+                    if len(data) != 4 * num_perm * k:
+                        raise ValueError(f"{signature_path(shard)}: {len(data)} bytes where the shard {shard.name} "
+                                         f"needs {4 * num_perm * k} more; delete both and build again")
+                    sigs = np.frombuffer(data, dtype="<u4").reshape(k, num_perm)
+                short = chunk.column("short").to_numpy()[rows][signed] == 1
+                keys = [f"{name}:{line}" for line in lines[rows].tolist()]
+                verdict, matches = decide_chunk(
+                    steps.seen, index, keys, chunk.column("digest").to_numpy()[rows], signed, sigs, short
+                )
+                outcome = np.full(n, KEEP, dtype=np.int8)
+                outcome[rows] = verdict
+                # Quarantined and dropped records, in order, written out (their own files: the order of
+                # each file is the order of the records).
+                out = np.flatnonzero(error | given | (outcome != KEEP))
+                if len(out):
+                    picked = chunk.take(pa.array(out))
+                    columns = {c: picked.column(c).to_pylist() for c in ("error", "raw", "text", "pivot", "tags",
+                                                                          "reason")}  # fmt: skip
+                    position = {int(r): i for i, r in enumerate(rows.tolist())} if matches else {}
+                    for i, (row, line) in enumerate(zip(out.tolist(), lines[out].tolist(), strict=True)):
+                        if columns["error"][i]:
+                            quarantined += 1
+                            write_jsonl_line(quarantine_file, {"source": name, "file": source.path, "line": line,
+                                                               "reason": columns["error"][i], "raw": columns["raw"][i]})  # fmt: skip
+                            continue
+                        text, pivot = columns["text"][i], columns["pivot"][i]
+                        near = matches.get(position.get(row, -1))
+                        reason = columns["reason"][i] or ("duplicate" if outcome[row] == DUPLICATE else "near_duplicate")
+                        if near is not None:
+                            steps.near_duplicate(f"{name}:{line}", text, pivot, near)
+                        dropped[reason] += 1
+                        record = {"source": name, "file": source.path, "line": line, "reason": reason, "text": text,
+                                  "pivot_text": pivot, "normalization": columns["tags"][i]}  # fmt: skip
+                        if near is not None:
+                            record.update(duplicate_of=near.key, similarity=near.similarity)
+                        write_jsonl_line(dropped_file, record)
+                steps.seen.flush()
+                if index is not None:
+                    index.flush()
+                kept = np.flatnonzero(verdict == KEEP)
+                if not len(kept):
                     continue
-                key = f"{name}:{line}"
-                near: Match | None = None
-                if not reason:
-                    digest = int(digests[c])
-                    duplicate = earlier[c] or steps.seen.in_pending(digest)
-                    c += 1
-                    row = -1
-                    if index is not None and has_sig:
-                        row, s = s, s + 1
-                    if duplicate:
-                        reason = "duplicate"
-                    elif row >= 0 and (
-                        near := _near_duplicate(
-                            index,  # type: ignore[arg-type]
-                            key, row, sigs, short, keys, best, best_similarity, pairs, sharing, similar, indexed,
-                        )  # fmt: skip
-                    ):
-                        reason = "near_duplicate"
-                        steps.near_duplicate(key, text, pivot, near)
-                    else:
-                        # Only kept records enter the seen-set: a duplicate is always of a record kept before.
-                        steps.seen.add(digest)
-                if reason:
-                    dropped[reason] += 1
-                    out = {"source": name, "file": source.path, "line": line, "reason": reason, "text": text,
-                           "pivot_text": pivot, "normalization": tags}  # fmt: skip
-                    if near is not None:
-                        out.update(duplicate_of=near.key, similarity=near.similarity)
-                    write_jsonl_line(dropped_file, out)
-                    continue
-                kept_rows.append(
-                    (key, language, text, pivot_language if pivot else "", pivot, name, source.license, source.path,
-                     line, tags)
-                )  # fmt: skip
-            steps.keep(kept_rows, source.split)
-            n_kept += len(kept_rows)
-            steps.seen.flush()
-            if index is not None:
-                index.flush()
+                taken = chunk.take(pa.array(rows[kept]))
+                pivot = taken.column("pivot").cast(pa.string())
+                m = len(kept)
+                table = pa.Table.from_arrays(
+                    [
+                        _strings([keys[i] for i in kept.tolist()]),
+                        _strings(language, m),
+                        taken.column("text").cast(pa.string()),
+                        pc.if_else(pc.greater(pc.binary_length(pivot), 0), pivot_language, ""),
+                        pivot,
+                        _strings(name, m),
+                        _strings(source.license, m),
+                        _strings(source.path, m),
+                        taken.column("line"),
+                        taken.column("tags").cast(schema.field("normalization").type),
+                    ],
+                    schema=schema,
+                )
+                steps.keep(table, source.split)
+                n_kept += m
     if read != n_kept + sum(dropped.values()) + quarantined:  # pragma: no cover - a bug in langkit
         raise RuntimeError(
             f"corpus source {name}: read {read} != kept {n_kept} + dropped {dict(dropped)} + quarantined {quarantined}"
@@ -766,43 +911,6 @@ def _merge_one(
         "dropped": dict(dropped),
         "quarantined": quarantined,
     }
-
-
-def _near_duplicate(
-    index: NearDuplicateIndex,
-    key: str,
-    row: int,
-    sigs: np.ndarray,
-    short: np.ndarray,
-    keys: np.ndarray,
-    best: np.ndarray,
-    best_similarity: np.ndarray,
-    pairs: Any,
-    sharing: list[bool],
-    similar: dict[int, list[tuple[int, float]]],
-    indexed: dict[int, int],
-) -> Match | None:
-    """Decide the chunk's signed row ``row`` against the records indexed before it: its match, or None
-    after indexing it. ``best``/``best_similarity``: its best match among earlier chunks; ``similar``:
-    the chunk's earlier rows similar enough to it (:meth:`NearDuplicateIndex.similar_pairs`), of which
-    those ``indexed`` count; the most similar wins, the earliest of equals, an earlier chunk's record on
-    a tie. With ``pairs`` None, the index searches its pending records itself (``sharing``)."""
-    flushed = (int(best[row]), float(best_similarity[row]))
-    if pairs is None:
-        return index.check_and_add_signature(key, sigs[row], bool(short[row]), keys[row], flushed,
-                                             alone=not sharing[row])  # fmt: skip
-    record, similarity = -1, 0.0
-    for i, sim in similar.get(row, ()):  # earlier rows first: a later one must be strictly more similar
-        if i in indexed and (record < 0 or sim > similarity):
-            record, similarity = indexed[i], sim
-    if flushed[0] >= 0 and (record < 0 or flushed[1] >= similarity):
-        record, similarity = flushed
-    number = len(index)
-    match = index.check_and_add_signature(key, sigs[row], bool(short[row]), keys[row], (record, similarity),
-                                          alone=True)  # fmt: skip
-    if match is None:
-        indexed[row] = number
-    return match
 
 
 def _spool_batches(steps: _LanguageSteps) -> Iterable[tuple[int, Any]]:

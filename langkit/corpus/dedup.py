@@ -324,7 +324,8 @@ class NearDuplicateIndex:
         self._band_tags = np.arange(bands, dtype=np.uint64) << _U64(32)
         self._pending: dict[int, int | list[int]] = {}
         self._pending_sigs: dict[int, np.ndarray] = {}
-        self._pending_keys: list[np.ndarray] = []
+        self._pending_keys: list[np.ndarray] = []  # [k, bands] key rows, k >= 1 each
+        self._pending_count = 0
         self._keys = StringTable()
         self._short = bytearray()  # 1 where the indexed record's text has fewer than min_words words
 
@@ -502,7 +503,8 @@ class NearDuplicateIndex:
         self._keys.append(key)
         self._short.append(short)
         self._signatures.append(sig)
-        self._pending_keys.append(keys)
+        self._pending_keys.append(keys[None])
+        self._pending_count += 1
         if alone:
             return None
         self._pending_sigs[i] = sig
@@ -518,17 +520,35 @@ class NearDuplicateIndex:
                 found.append(i)
         return None
 
+    def add_signatures(self, keys: list[str], sigs: np.ndarray, short: np.ndarray, band_keys: np.ndarray) -> None:
+        """Index many records at once, in order, as :meth:`check_and_add_signature` with ``alone``
+        would one by one: records already decided to be kept (``sigs`` [k, num_perm], ``short`` [k],
+        ``band_keys`` [k, bands] from :meth:`band_keys`), sharing no band key with any other record
+        indexed before the next :meth:`flush`, or decided against them by the caller."""
+        if not len(keys):
+            return
+        self._keys.extend(keys)
+        self._short.extend(np.asarray(short, dtype=np.uint8).tobytes())
+        self._signatures.extend(sigs)
+        self._pending_keys.append(band_keys)
+        self._pending_count += len(keys)
+
+    def key(self, record: int) -> str:
+        """The key an indexed record was added under."""
+        return self._keys[record]
+
     def flush(self) -> None:
         """Move the records indexed since the last flush into the sorted band tables."""
         if not self._pending_keys:
             return
-        keys = np.stack(self._pending_keys)  # [pending, bands]
+        keys = np.concatenate(self._pending_keys)  # [pending, bands]
         records = np.arange(len(self._keys) - len(keys), len(self._keys), dtype=np.uint64)
         for b, table in enumerate(self._tables):
             table.add(keys[:, b], records)
         self._pending.clear()
         self._pending_sigs.clear()
         self._pending_keys.clear()
+        self._pending_count = 0
 
     def close(self) -> None:
         """Close the signature file (when there is one)."""
@@ -574,7 +594,7 @@ class NearDuplicateIndex:
             return None
         keys = self.band_keys(sig[None])[0]
         match = self.check_and_add_signature(key, sig, short, keys, self._flushed_match(sig, short, keys))
-        if len(self._pending_keys) >= _FLUSH:
+        if self._pending_count >= _FLUSH:
             self.flush()
         return match
 

@@ -9,7 +9,8 @@ own: in this process, in a process pool (:func:`run_sources`), or as one job of 
 - ``NAME-DIGEST.arrow``: an Arrow IPC stream of the records in read order, in batches of up to
   ``SHARD_BATCH`` rows (:data:`SHARD_COLUMNS`: ``line``; ``error`` and ``raw`` for a malformed record,
   ``""`` otherwise; ``text``, ``pivot``, ``tags`` and the drop ``reason``, ``""`` to keep; ``sig`` and
-  ``short``, 1 or 0, when the record reaches the dedup steps and near-duplicates are on). A columnar binary
+  ``short``, 1 or 0, when the record reaches the dedup steps and near-duplicates are on; ``digest``, the
+  exact-duplicate key of such a record, :func:`record_digest`, 0 otherwise). A columnar binary
   file, not JSON lines: the merge reads a batch of rows with one conversion instead of one JSON parse
   per record, and the per-source phase writes it likewise;
 - ``NAME-DIGEST.report.json``: what the steps counted and the encoding the source was read in;
@@ -60,14 +61,17 @@ SIGNATURE_BATCH = 256
 """Records whose signatures are computed together (one batch of numpy work)."""
 SHARD_BATCH = 8_192
 """Rows per record batch of a shard's Arrow stream."""
-SHARD_COLUMNS = ("line", "error", "raw", "text", "pivot", "tags", "reason", "sig", "short")
-"""The columns of a shard, in order; :func:`read_shard` yields rows as tuples in this order."""
+SHARD_COLUMNS = ("line", "error", "raw", "text", "pivot", "tags", "reason", "sig", "short", "digest")
+"""The columns of a shard, in order (:func:`shard_batches` yields its record batches)."""
+SHARD_FORMAT = 2
+"""Part of every shard's name: a shard written by an older layout is never read as a current one."""
 
 
 def _shard_schema() -> Any:
     import pyarrow as pa
 
-    types = {"line": pa.int64(), "tags": pa.list_(pa.large_string()), "sig": pa.int8(), "short": pa.int8()}
+    types = {"line": pa.int64(), "tags": pa.list_(pa.large_string()), "sig": pa.int8(), "short": pa.int8(),
+             "digest": pa.uint64()}  # fmt: skip
     return pa.schema([(name, types.get(name, pa.large_string())) for name in SHARD_COLUMNS])
 
 
@@ -95,6 +99,8 @@ def _batch(rows: list[list[Any]], schema: Any) -> Any:
             arrays.append(pa.Array.from_buffers(pa.int64(), n, [None, buffer(values, np.int64)]))
         elif name in ("sig", "short"):
             arrays.append(pa.Array.from_buffers(pa.int8(), n, [None, buffer(values, np.int8)]))
+        elif name == "digest":
+            arrays.append(pa.Array.from_buffers(pa.uint64(), n, [None, buffer(values, np.uint64)]))
         elif name == "tags":
             counts = np.zeros(n + 1, dtype=np.int32)
             np.cumsum([len(tags) for tags in values], out=counts[1:])
@@ -247,6 +253,7 @@ def shard_path(work_dir: Path, source: SourceConfig, steps: Steps) -> Path:
         "steps": [asdict(steps.normalize), asdict(steps.pii), asdict(steps.filters), asdict(steps.langid)],
         "signatures": steps.signature_key(),
         "langkit": __version__,
+        "format": SHARD_FORMAT,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in source_name(source))
@@ -302,15 +309,16 @@ def process_source(source: SourceConfig, shard: Path, steps: Steps) -> str:
 
             for record in progress(read_source(source), desc=f"corpus: {name}"):
                 if record.error:
-                    pending.append([record.line, record.error, record.raw, "", "", [], "", 0, 0])
+                    pending.append([record.line, record.error, record.raw, "", "", [], "", 0, 0, 0])
                 else:
                     # A paired source's row with an empty pivot still gives monolingual text.
                     text, pivot, tags, reason = source_steps.process(
                         record.text, pivot_language, record.pivot_text
                     )
-                    row = [record.line, "", "", text, pivot, tags, reason, 0, 0]
+                    row = [record.line, "", "", text, pivot, tags, reason, 0, 0, 0]
                     pending.append(row)
                     if not reason:
+                        row[9] = record_digest(source.language, text, pivot)
                         candidates.append(row)
                 if len(candidates) >= SIGNATURE_BATCH or len(pending) >= 8 * SIGNATURE_BATCH:
                     flush()
@@ -327,13 +335,20 @@ def _no_file() -> Iterator[Any]:
     yield None
 
 
-def read_shard(shard: Path) -> Iterator[tuple[Any, ...]]:
-    """A shard's rows in order, as tuples in :data:`SHARD_COLUMNS` order (a record batch at a time)."""
+def shard_batches(shard: Path) -> Iterator[Any]:
+    """A shard's rows in order, as pyarrow record batches with the columns :data:`SHARD_COLUMNS`."""
     import pyarrow as pa
 
     with pa.OSFile(str(shard), "rb") as f, pa.ipc.open_stream(f) as reader:
-        for batch in reader:
-            yield from zip(*(column.to_pylist() for column in batch.columns), strict=True)
+        yield from reader
+
+
+def record_digest(language: str, text: str, pivot: str) -> int:
+    """The exact-duplicate key of a record: 8 bytes of BLAKE2b of its language, text and pivot (two
+    different records collide with probability about n^2 / 2^65: 3e-8 for a million kept records of
+    one language). Computed in the per-source phase, so the merge only compares integers."""
+    key = "\x00".join((language, text, pivot)).encode("utf-8")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
 
 
 def read_report(shard: Path) -> dict[str, Any]:
@@ -352,9 +367,12 @@ def missing_shards(sources: list[SourceConfig], shards: dict[str, Path]) -> list
     return todo
 
 
-def run_sources(sources: list[SourceConfig], shards: dict[str, Path], steps: Steps, workers: int) -> None:
-    """Write the shards that are missing, ``workers`` sources at a time (0: one per core)."""
-    todo = missing_shards(sources, shards)
+def run_sources(sources: list[SourceConfig], shards: dict[str, Path], steps: Steps, workers: int) -> Iterator[str]:
+    """Write the shards that are missing, ``workers`` sources at a time (0: one per core), and yield
+    each source's name, in the order of ``sources``, as soon as its shard and those of the sources
+    before it are written: the merge replays a shard while the pool still works on the later ones.
+    Closing the generator early cancels the sources not started."""
+    todo = {source_name(s) for s in missing_shards(sources, shards)}
     crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
     done = 0
 
@@ -368,20 +386,26 @@ def run_sources(sources: list[SourceConfig], shards: dict[str, Path], steps: Ste
 
     n = min(workers or os.cpu_count() or 1, len(todo))
     if n <= 1:
-        for source in todo:
-            finished(process_source(source, shards[source_name(source)], steps))
+        for source in sources:
+            name = source_name(source)
+            if name in todo:
+                finished(process_source(source, shards[name], steps))
+            yield name
         return
     import multiprocessing
 
     # spawn, not fork: a forked child would inherit the parent's threads' locks (tqdm, logging).
     with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(process_source, s, shards[source_name(s)], steps) for s in todo]
-        # Results are collected in source order; the shards are what matters, not the order they end.
+        futures = {source_name(s): pool.submit(process_source, s, shards[source_name(s)], steps)
+                   for s in sources if source_name(s) in todo}  # fmt: skip
         try:
-            for future in futures:
-                finished(future.result())
-        except BaseException:
-            pool.shutdown(cancel_futures=True)  # fail now, not after every other source has been read
+            for source in sources:
+                name = source_name(source)
+                if name in futures:
+                    finished(futures[name].result())
+                yield name
+        except BaseException:  # a failed source, or the merge stopped (GeneratorExit): fail now, not after
+            pool.shutdown(cancel_futures=True)  # every other source has been read
             raise
 
 

@@ -87,6 +87,11 @@ class DigestSet:
     def add(self, digest: int) -> None:
         self._pending.add(digest)
 
+    def add_many(self, digests: np.ndarray) -> None:
+        """Digests known to be new (distinct, none in the set), added as one sorted run at the next
+        :meth:`flush`."""
+        self._pending.update(np.asarray(digests, dtype=np.uint64).tolist())
+
     def flush(self) -> None:
         """Move the values added since the last flush into the sorted runs."""
         if self._pending:
@@ -273,6 +278,17 @@ class StringTable:
             self._ends = np.concatenate((self._ends, np.zeros(len(self._ends), dtype=np.int64)))
         self._ends[self._n] = len(self._data)
         self._n += 1
+
+    def extend(self, texts: list[str]) -> None:
+        if not texts:
+            return
+        encoded = [t.encode("utf-8") for t in texts]
+        ends = len(self._data) + np.cumsum([len(e) for e in encoded], dtype=np.int64)
+        self._data += b"".join(encoded)
+        while self._n + len(ends) > len(self._ends):
+            self._ends = np.concatenate((self._ends, np.zeros(len(self._ends), dtype=np.int64)))
+        self._ends[self._n : self._n + len(ends)] = ends
+        self._n += len(ends)
 
     def __getitem__(self, i: int) -> str:
         start = int(self._ends[i - 1]) if i else 0
