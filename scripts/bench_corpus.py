@@ -500,6 +500,11 @@ def main() -> None:
             for name, rate in rates.items():
                 print(f"  {name:<28}{rate:>12,.0f}")
             print(f"  (near-dup index: {indexed:,} entries)")
+            # The whole build against its slowest step (langid left out when the builds ran without it).
+            in_build = {k: v for k, v in rates.items() if not (k == "langid" and args.datatrove_pipeline)}
+            slowest = min(in_build, key=in_build.__getitem__)
+            for label, w in results.items():
+                print(f"  ratio {label} / slowest step ({slowest}): {total / w / in_build[slowest]:.2f}x")
 
 
 if __name__ == "__main__":

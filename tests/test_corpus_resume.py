@@ -112,6 +112,39 @@ def test_crashed_build_resumes_to_identical_output(tmp_path: Path) -> None:
     assert_same(tmp_path / "ref" / "corpus", corpus)
 
 
+def _marked(marker: str) -> list[int]:
+    """The processes (of this user) whose environment carries LANGKIT_TEST_MARK=marker."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("LANGKIT_TEST_MARK") == marker:
+                found.append(proc.pid)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_crashed_parallel_build_leaves_no_process_and_resumes(tmp_path: Path) -> None:
+    # Two workers: the languages are merged in processes of their own, waiting for their shards. Killed
+    # after the first shard, the build leaves no process behind (they notice their parent is gone),
+    # and the rerun gives the uninterrupted build's bytes.
+    config = write_config(tmp_path / "run.yaml", make_sources(tmp_path / "data"), workers=2)
+    ref = cli(config, tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+    marker = f"{os.getpid()}-{time.monotonic_ns()}"
+    crashed = cli(config, tmp_path / "b", env={CRASH_ENV: "1", "LANGKIT_TEST_MARK": marker})
+    assert crashed.returncode == 137, crashed.stderr
+    deadline = time.monotonic() + 60
+    while _marked(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _marked(marker)
+    resumed = cli(config, tmp_path / "b")
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same(tmp_path / "ref" / "corpus", tmp_path / "b" / "corpus")
+
+
 def test_sigkilled_build_resumes_to_identical_output(tmp_path: Path) -> None:
     config = write_config(tmp_path / "run.yaml", make_sources(tmp_path / "data", lines=4000))
     ref = cli(config, tmp_path / "ref")

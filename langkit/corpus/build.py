@@ -47,6 +47,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from array import array
 from collections import Counter
 from collections.abc import Generator, Iterable, Iterator, Sequence
@@ -84,6 +85,7 @@ from langkit.corpus.shards import (
     shard_path,
     signature_path,
     umask_mode,
+    worker_pool,
     write_jsonl_line,
 )
 from langkit.corpus.stores import DigestSet
@@ -292,10 +294,14 @@ class _LanguageSteps:
     pairs: array = field(init=False, default_factory=lambda: array("q"))  # kept numbers of the pairs
     assigned: dict[str, array] = field(init=False, default_factory=dict)
     """Split name -> kept numbers of the records of sources declared ``split: dev`` / ``test``."""
-    spool: ParquetRows = field(init=False)
+    spool: ParquetRows | None = field(init=False)
+    spool_path: Path = field(init=False)
+    indexed: int = field(init=False, default=0)
+    """Records in the near-duplicate index (set by :meth:`close`)."""
 
     def __post_init__(self) -> None:
-        self.spool = ParquetRows(self.merge_dir / f"kept-{self.language}.parquet", SPOOL_ROWS)
+        self.spool_path = self.merge_dir / f"kept-{self.language}.parquet"
+        self.spool = ParquetRows(self.spool_path, SPOOL_ROWS)
         if self.dedup.near_duplicates:
             d = self.dedup
             # One index per language: near-duplicates are found within and across its sources.
@@ -312,7 +318,7 @@ class _LanguageSteps:
         else:
             paired = _nonempty(table.column("pivot_text"))
             self.pairs.extend((self.kept + np.flatnonzero(paired)).tolist())
-        self.spool.append_table(table)
+        self.spool.append_table(table)  # type: ignore[union-attr]
         self.kept += n
 
     def near_duplicate(self, key: str, text: str, pivot: str, match: Match | None) -> None:
@@ -324,9 +330,16 @@ class _LanguageSteps:
             )  # fmt: skip
 
     def close(self) -> None:
-        self.spool.close()
+        """Finish the spool and drop the dedup indexes: what is left is small, and pickles (a
+        language merged in a process of its own returns it)."""
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
         if self.near_duplicates is not None:
+            self.indexed = len(self.near_duplicates)
             self.near_duplicates.close()
+            self.near_duplicates = None
+        self.seen = DigestSet()
 
     def stats(self) -> dict[str, Any]:
         max_samples = Normalizer.max_samples
@@ -346,9 +359,9 @@ class _LanguageSteps:
             },
             "pii": dict(pii),
         }
-        if self.near_duplicates is not None:
+        if self.dedup.near_duplicates:
             stats["near_duplicates"] = {
-                "indexed": len(self.near_duplicates),
+                "indexed": self.indexed,
                 "samples": self.near_duplicate_samples,
             }
         return stats
@@ -515,7 +528,10 @@ def build_corpus(
         )
         return {"shard": str(shards[only_source])}
     try:
-        result = _merge(selected, shards, languages, out_dir, dev_size, test_size, seed, steps, ready, allow_empty)
+        # Languages merged in parallel unless the build was asked to use one process.
+        parallel = workers != 1 and (os.cpu_count() or 1) > 1
+        result = _merge(selected, shards, languages, out_dir, dev_size, test_size, seed, steps, ready, allow_empty,
+                        parallel)  # fmt: skip
     finally:
         if isinstance(ready, Generator):
             ready.close()  # a merge that failed stops the pool
@@ -540,9 +556,11 @@ def _merge(
     steps: Steps,
     ready: Iterable[str],
     allow_empty: Sequence[str] = (),
+    parallel: bool = False,
 ) -> dict[str, Any]:
     """The global steps over the shards, in :func:`_merge_order`: ``ready`` yields the name of each
-    source, in that order, once its shard is written. Writes every output."""
+    source, in that order, once its shard is written. With ``parallel``, each language (its dedup
+    indexes are its own) is merged in a process of its own, all at once. Writes every output."""
     # A merge killed part-way leaves its temporary files next to the outputs (atomic writes rename them
     # into place only when whole): remove them, so that a rerun leaves exactly an uninterrupted build's files.
     for stale in out_dir.rglob(".*.tmp"):
@@ -552,18 +570,31 @@ def _merge(
     merge_dir = out_dir / WORK_DIR / MERGE_DIR
     shutil.rmtree(merge_dir, ignore_errors=True)  # a killed merge's leftovers: the merge is redone
     merge_dir.mkdir(parents=True)
-    state = {language: _LanguageSteps(language, merge_dir, dedup) for language in languages}
-    source_stats: list[dict[str, Any]] = [{} for _ in selected]  # in the config's order of sources
+    order = _merge_order(selected)
+    jobs = {language: [(k, s, shards[source_name(s)]) for k, s in enumerate(order) if s.language == language]
+            for language in languages}  # fmt: skip
+    if parallel and sum(bool(j) for j in jobs.values()) > 1:
+        state, merged = _merge_languages_in_processes(jobs, merge_dir, dedup, ready)
+    else:
+        state = {language: _LanguageSteps(language, merge_dir, dedup) for language in languages}
+        merged = {}
+        for k, (name, source) in enumerate(zip(ready, order, strict=True)):
+            merged[k] = _merge_source(state[source.language], k, source, shards[name], merge_dir)
+        for language_steps in state.values():
+            language_steps.close()
     position = {source_name(s): i for i, s in enumerate(selected)}
+    source_stats: list[dict[str, Any]] = [{} for _ in selected]  # in the config's order of sources
+    for k, source in enumerate(order):
+        source_stats[position[source_name(source)]] = merged[k]
     with (
         atomic_file(out_dir / "dropped.jsonl") as dropped_file,
         atomic_file(out_dir / "quarantine.jsonl") as quarantine_file,
     ):
-        for name, source in zip(ready, _merge_order(selected), strict=True):
-            source_stats[position[name]] = _merge_one(source, shards[name], state[source.language], dropped_file,
-                                                      quarantine_file)  # fmt: skip
-        for language_steps in state.values():
-            language_steps.close()
+        # Each source's dropped and quarantined records, in the merge's order of sources.
+        for k in range(len(order)):
+            for part, out in (("dropped", dropped_file), ("quarantine", quarantine_file)):
+                with open(merge_dir / f"{part}-{k}.jsonl", encoding="utf-8") as f:
+                    shutil.copyfileobj(f, out)
         # The held-out pairs are chosen first, then the train split is filtered against them (and the
         # other evaluation texts): dev and test keep their sizes, and dropped.jsonl is still open.
         chosen = {language: _choose_held_out(state[language], dev_size, test_size, seed) for language in languages}
@@ -779,6 +810,68 @@ def _decide_one_at_a_time(
     return verdict, matches
 
 
+def _merge_source(steps: _LanguageSteps, k: int, source: SourceConfig, shard: Path, merge_dir: Path) -> dict[str, Any]:
+    """:func:`_merge_one` for the ``k``-th source of the merge, its dropped and quarantined records
+    into ``merge_dir`` (``dropped-K.jsonl``, ``quarantine-K.jsonl``; joined in order at the end)."""
+    with (
+        atomic_file(merge_dir / f"dropped-{k}.jsonl") as dropped_file,
+        atomic_file(merge_dir / f"quarantine-{k}.jsonl") as quarantine_file,
+    ):
+        return _merge_one(source, shard, steps, dropped_file, quarantine_file)
+
+
+MERGE_STOP = "STOP"
+"""Under the merge folder: written when a source failed, so that the language merges waiting for
+shards stop."""
+
+
+def _merge_language(
+    language: str, jobs: list[tuple[int, SourceConfig, Path]], merge_dir: Path, dedup: DedupConfig
+) -> tuple[_LanguageSteps, dict[int, dict[str, Any]]]:
+    """One language's merge, in a process of its own: its sources in the merge's order, each as soon
+    as its shard exists (shards are renamed into place whole). Returns the closed state and the
+    sources' counts by merge number."""
+    steps = _LanguageSteps(language, merge_dir, dedup)
+    merged = {}
+    for k, source, shard in jobs:
+        while not shard.is_file():
+            if (merge_dir / MERGE_STOP).exists():  # (a killed build: the pool's workers exit with it)
+                raise RuntimeError(f"{language} merge stopped: a source failed")
+            time.sleep(0.02)
+        merged[k] = _merge_source(steps, k, source, shard, merge_dir)
+    steps.close()
+    return steps, merged
+
+
+def _merge_languages_in_processes(
+    jobs: dict[str, list[tuple[int, SourceConfig, Path]]], merge_dir: Path, dedup: DedupConfig, ready: Iterable[str]
+) -> tuple[dict[str, _LanguageSteps], dict[int, dict[str, Any]]]:
+    """Every language's merge at once, one process each, while ``ready`` (the per-source phase) runs
+    in this one; a failed source stops them."""
+    busy = [language for language, j in jobs.items() if j]
+    with worker_pool(len(busy)) as pool:
+        futures = {language: pool.submit(_merge_language, language, jobs[language], merge_dir, dedup)
+                   for language in busy}  # fmt: skip
+        try:
+            for _ in ready:
+                pass
+            results = {language: future.result() for language, future in futures.items()}
+        except BaseException:
+            (merge_dir / MERGE_STOP).touch()
+            pool.shutdown(cancel_futures=True)
+            raise
+    state = {}
+    merged: dict[int, dict[str, Any]] = {}
+    for language, j in jobs.items():
+        if j:
+            state[language], counts = results[language]
+            merged.update(counts)
+        else:  # no source: an empty state, closed
+            state[language] = _LanguageSteps(language, merge_dir, dedup)
+            state[language].close()
+    return state, merged
+
+
 def _merge_one(
     source: SourceConfig,
     shard: Path,
@@ -918,7 +1011,7 @@ def _spool_batches(steps: _LanguageSteps) -> Iterable[tuple[int, Any]]:
     import pyarrow.parquet as pq
 
     start = 0
-    with pq.ParquetFile(steps.spool.path) as f:
+    with pq.ParquetFile(steps.spool_path) as f:
         for batch in f.iter_batches(batch_size=SPOOL_ROWS):
             yield start, batch
             start += batch.num_rows

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from langkit.corpus.licences import RESTRICTED, hf_license
@@ -347,10 +348,13 @@ def _length_histograms(dataset: Path) -> dict[str, Counter[int]]:
         path = dataset / f"{split}.parquet"
         if not path.is_file():
             continue
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=8192, columns=["language", "text"]):
-            lengths = pc.utf8_length(batch.column("text")).to_pylist()
-            for language, length in zip(batch.column("language").to_pylist(), lengths, strict=True):
-                hist.setdefault(language, Counter())[length] += 1
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=["language", "text"]):
+            lengths = pc.utf8_length(batch.column("text")).to_numpy(zero_copy_only=False)
+            languages = batch.column("language").dictionary_encode()
+            codes = languages.indices.to_numpy(zero_copy_only=False)
+            for k, language in enumerate(languages.dictionary.to_pylist()):
+                values, counts = np.unique(lengths[codes == k], return_counts=True)
+                hist.setdefault(language, Counter()).update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
     return hist
 
 

@@ -31,6 +31,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -367,6 +368,29 @@ def missing_shards(sources: list[SourceConfig], shards: dict[str, Path]) -> list
     return todo
 
 
+def exit_with_parent(parent: int) -> None:
+    """Initializer of the build's worker processes: a thread that ends the process when its parent
+    (the build) is gone, killed or crashed, instead of leaving it waiting for work that will not come
+    (a pool worker keeps its own end of the work queue open, so it never sees the queue close)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes that exit when this one is gone (:func:`exit_with_parent`)."""
+    import multiprocessing
+
+    # spawn, not fork: a forked child would inherit the parent's threads' locks (tqdm, logging).
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent,
+                               initargs=(os.getpid(),))  # fmt: skip
+
+
 def run_sources(sources: list[SourceConfig], shards: dict[str, Path], steps: Steps, workers: int) -> Iterator[str]:
     """Write the shards that are missing, ``workers`` sources at a time (0: one per core), and yield
     each source's name, in the order of ``sources``, as soon as its shard and those of the sources
@@ -392,10 +416,7 @@ def run_sources(sources: list[SourceConfig], shards: dict[str, Path], steps: Ste
                 finished(process_source(source, shards[name], steps))
             yield name
         return
-    import multiprocessing
-
-    # spawn, not fork: a forked child would inherit the parent's threads' locks (tqdm, logging).
-    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(n) as pool:
         futures = {source_name(s): pool.submit(process_source, s, shards[source_name(s)], steps)
                    for s in sources if source_name(s) in todo}  # fmt: skip
         try:
