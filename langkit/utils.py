@@ -41,8 +41,11 @@ def _progress_hidden() -> bool:
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
-    """A progress bar on stderr, hidden when langkit's logger is quieter than INFO (tests, libraries)."""
-    yield from tqdm(items, desc=desc, total=total, disable=_progress_hidden(), leave=False)
+    """A progress bar on stderr, hidden when langkit's logger is quieter than INFO (tests, libraries).
+    Hidden, the items come straight from ``items`` (no wrapper to pay for per item)."""
+    if _progress_hidden():
+        return iter(items)
+    return iter(tqdm(items, desc=desc, total=total, leave=False))
 
 
 def progress_bar(desc: str, total: int) -> Any:

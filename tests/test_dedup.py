@@ -519,3 +519,45 @@ def test_dedup_steps_can_be_switched_off(tmp_path: Path) -> None:
 def test_dedup_config_errors_name_the_dotted_key(dedup: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
         config_from_dict({"corpus": {"dedup": dedup}})
+
+
+def test_overlaps_found_in_worker_processes_equal_a_plain_loop(tmp_path: Path) -> None:
+    # The build's decontamination pass: a spool of several row groups checked in pieces, in this
+    # process or by a pool of spawned workers (which load the decontaminator from a file), finds the
+    # same contaminated training records as Decontaminator.find on every row; held-out rows skipped.
+    from langkit.corpus import build as build_module
+    from langkit.corpus.build import ParquetRows, _find_overlaps
+    from langkit.corpus.shards import worker_pool
+
+    texts = _texts_with_near_duplicates(seed=13, n=700)
+    spool = tmp_path / "kept-wol_Latn.parquet"
+    rows = ParquetRows(spool, group_rows=64, compression="none")
+    for i, text in enumerate(texts):
+        rows.append((f"s:{i}", "wol_Latn", text, "fra_Latn" if i % 3 == 0 else "", "le marché" if i % 3 == 0 else "",
+                     "s", "CC0-1.0", "f", i, []))  # fmt: skip
+    rows.close()
+    decontaminator = Decontaminator(ngram=4, min_words=3)
+    for text in texts[:20]:
+        decontaminator.add(text, "test")
+    decontaminator.add("le marché", "pivot")
+
+    class Spool:  # what _find_overlaps reads of a language's merge state
+        spool_path = spool
+
+    held = set(range(10))
+    expected = {}
+    for i, text in enumerate(texts):
+        if i in held:
+            continue
+        found = decontaminator.find(text) or (decontaminator.find("le marché") if i % 3 == 0 else None)
+        if found is not None:
+            expected[i] = found
+    state: dict[str, Any] = {"wol_Latn": Spool()}
+    chosen = {"wol_Latn": (set(range(5)), set(range(5, 10)))}
+    here = _find_overlaps(state, chosen, decontaminator, tmp_path, None)
+    with worker_pool(2) as pool:
+        there = _find_overlaps(state, chosen, decontaminator, tmp_path, pool)
+    assert here == there == {"wol_Latn": expected}
+    assert 0 < len(expected) < len(texts) - 10
+    assert len(texts) // 64 > build_module.OVERLAP_GROUPS  # several pieces
+    assert _find_overlaps(state, chosen, None, tmp_path, None) == {"wol_Latn": {}}

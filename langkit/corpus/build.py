@@ -43,7 +43,9 @@ does not depend on the number of workers or on the executor.
 
 from __future__ import annotations
 
+import functools
 import os
+import pickle
 import random
 import shutil
 import tempfile
@@ -153,7 +155,7 @@ class ParquetRows:
     for batches of size 0, which fails. Same rows, same bytes: fixed row-group size and options, no
     timestamp (the writer's version string is the only metadata, fixed by the pinned pyarrow)."""
 
-    def __init__(self, path: Path, group_rows: int = ROW_GROUP_SIZE) -> None:
+    def __init__(self, path: Path, group_rows: int = ROW_GROUP_SIZE, compression: str = "snappy") -> None:
         import pyarrow.parquet as pq
 
         self.path = path
@@ -163,7 +165,7 @@ class ParquetRows:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
-        self._writer = pq.ParquetWriter(self._tmp, self._schema, compression="snappy", write_statistics=True)
+        self._writer = pq.ParquetWriter(self._tmp, self._schema, compression=compression, write_statistics=True)
         self._columns: dict[str, list[Any]] = {name: [] for name in COLUMNS}
         self._tables: list[Any] = []
         self._buffered = 0
@@ -301,7 +303,8 @@ class _LanguageSteps:
 
     def __post_init__(self) -> None:
         self.spool_path = self.merge_dir / f"kept-{self.language}.parquet"
-        self.spool = ParquetRows(self.spool_path, SPOOL_ROWS)
+        # Uncompressed: a file written once and read back at once, by this machine.
+        self.spool = ParquetRows(self.spool_path, SPOOL_ROWS, compression="none")
         if self.dedup.near_duplicates:
             d = self.dedup
             # One index per language: near-duplicates are found within and across its sources.
@@ -566,15 +569,40 @@ def _merge(
     for stale in out_dir.rglob(".*.tmp"):
         if WORK_DIR not in stale.relative_to(out_dir).parts and stale.is_file():
             stale.unlink()
-    dedup = steps.dedup
     merge_dir = out_dir / WORK_DIR / MERGE_DIR
     shutil.rmtree(merge_dir, ignore_errors=True)  # a killed merge's leftovers: the merge is redone
     merge_dir.mkdir(parents=True)
     order = _merge_order(selected)
     jobs = {language: [(k, s, shards[source_name(s)]) for k, s in enumerate(order) if s.language == language]
             for language in languages}  # fmt: skip
-    if parallel and sum(bool(j) for j in jobs.values()) > 1:
-        state, merged = _merge_languages_in_processes(jobs, merge_dir, dedup, ready)
+    busy = sum(bool(j) for j in jobs.values())
+    # One process per language with sources (at least two: the decontamination uses them too).
+    with worker_pool(max(busy, 2)) if parallel else nullcontext() as pool:
+        return _merge_in(pool, selected, shards, languages, out_dir, dev_size, test_size, seed, steps, ready,
+                         allow_empty, jobs)  # fmt: skip
+
+
+def _merge_in(
+    pool: Any,
+    selected: list[SourceConfig],
+    shards: dict[str, Path],
+    languages: list[str],
+    out_dir: Path,
+    dev_size: int,
+    test_size: int,
+    seed: int,
+    steps: Steps,
+    ready: Iterable[str],
+    allow_empty: Sequence[str],
+    jobs: dict[str, list[tuple[int, SourceConfig, Path]]],
+) -> dict[str, Any]:
+    """:func:`_merge`, with ``pool`` (None: everything in this process) for the language merges and the
+    decontamination."""
+    dedup = steps.dedup
+    merge_dir = out_dir / WORK_DIR / MERGE_DIR
+    order = _merge_order(selected)
+    if pool is not None and sum(bool(j) for j in jobs.values()) > 1:
+        state, merged = _merge_languages_in_processes(pool, jobs, merge_dir, dedup, ready)
     else:
         state = {language: _LanguageSteps(language, merge_dir, dedup) for language in languages}
         merged = {}
@@ -599,7 +627,15 @@ def _merge(
         # other evaluation texts): dev and test keep their sizes, and dropped.jsonl is still open.
         chosen = {language: _choose_held_out(state[language], dev_size, test_size, seed) for language in languages}
         decontaminator = _held_out_pass(state, chosen, dedup)
-        counts = _write_splits(state, chosen, decontaminator, out_dir / "dataset", source_stats, dropped_file)
+        overlaps = _find_overlaps(state, chosen, decontaminator, merge_dir, pool)
+        counts, removed = _write_splits(state, chosen, overlaps, out_dir / "dataset", source_stats, dropped_file)
+        if decontaminator is not None:
+            log.info(
+                "decontamination: %d evaluation segments; %d training records removed (%s)",
+                len(decontaminator),
+                sum(removed.values()),
+                ", ".join(f"{name} {n}" for name, n in removed.items()) or "none",
+            )
     for st in source_stats:
         if st["read"] != st["kept"] + sum(st["dropped"].values()) + st["quarantined"]:  # pragma: no cover
             raise RuntimeError(f"corpus source {st['name']}: read != kept + dropped + quarantined: {st}")
@@ -844,22 +880,25 @@ def _merge_language(
 
 
 def _merge_languages_in_processes(
-    jobs: dict[str, list[tuple[int, SourceConfig, Path]]], merge_dir: Path, dedup: DedupConfig, ready: Iterable[str]
+    pool: Any,
+    jobs: dict[str, list[tuple[int, SourceConfig, Path]]],
+    merge_dir: Path,
+    dedup: DedupConfig,
+    ready: Iterable[str],
 ) -> tuple[dict[str, _LanguageSteps], dict[int, dict[str, Any]]]:
-    """Every language's merge at once, one process each, while ``ready`` (the per-source phase) runs
-    in this one; a failed source stops them."""
+    """Every language's merge at once, one process of ``pool`` each, while ``ready`` (the per-source
+    phase) runs in this one; a failed source stops them."""
     busy = [language for language, j in jobs.items() if j]
-    with worker_pool(len(busy)) as pool:
-        futures = {language: pool.submit(_merge_language, language, jobs[language], merge_dir, dedup)
-                   for language in busy}  # fmt: skip
-        try:
-            for _ in ready:
-                pass
-            results = {language: future.result() for language, future in futures.items()}
-        except BaseException:
-            (merge_dir / MERGE_STOP).touch()
-            pool.shutdown(cancel_futures=True)
-            raise
+    futures = {language: pool.submit(_merge_language, language, jobs[language], merge_dir, dedup)
+               for language in busy}  # fmt: skip
+    try:
+        for _ in ready:
+            pass
+        results = {language: future.result() for language, future in futures.items()}
+    except BaseException:
+        (merge_dir / MERGE_STOP).touch()
+        pool.shutdown(cancel_futures=True)
+        raise
     state = {}
     merged: dict[int, dict[str, Any]] = {}
     for language, j in jobs.items():
@@ -1025,6 +1064,7 @@ def _held_out_pass(
     near-duplicate samples. Returns the decontaminator (None when decontamination is off)."""
     import pyarrow as pa
     import pyarrow.compute as pc
+    import pyarrow.parquet as pq
 
     held: dict[str, dict[int, dict[str, Any]]] = {}
     for language, steps in state.items():
@@ -1033,16 +1073,22 @@ def _held_out_pass(
         numbers = np.array(sorted(dev | test), dtype=np.int64)
         rows: dict[int, dict[str, Any]] = {}
         by_id: dict[str, dict[str, Any]] = {}
-        for start, batch in _spool_batches(steps):
-            local = numbers[(numbers >= start) & (numbers < start + batch.num_rows)] - start
-            for i, row in zip(local.tolist(), batch.take(pa.array(local)).to_pylist(), strict=True):
-                rows[start + i] = row
-            if len(wanted_ids):
-                hits = np.flatnonzero(
-                    pc.is_in(batch.column("id"), value_set=wanted_ids).to_numpy(zero_copy_only=False)
-                )
-                for row in batch.take(pa.array(hits, type=pa.int64())).to_pylist():
-                    by_id[row["id"]] = row
+        with pq.ParquetFile(steps.spool_path) as f:
+            start = 0
+            for g in range(f.metadata.num_row_groups):
+                size = f.metadata.row_group(g).num_rows
+                local = numbers[(numbers >= start) & (numbers < start + size)] - start
+                hits = np.zeros(0, dtype=np.int64)
+                if len(wanted_ids):  # the ids alone first: a whole row group only where needed
+                    ids = f.read_row_group(g, columns=["id"]).column("id")
+                    hits = np.flatnonzero(pc.is_in(ids, value_set=wanted_ids).to_numpy(zero_copy_only=False))
+                if len(local) or len(hits):
+                    group = f.read_row_group(g)
+                    for i, row in zip(local.tolist(), group.take(pa.array(local)).to_pylist(), strict=True):
+                        rows[start + i] = row
+                    for row in group.take(pa.array(hits, type=pa.int64())).to_pylist():
+                        by_id[row["id"]] = row
+                start += size
         held[language] = rows
         for sample in steps.near_duplicate_samples:
             if (row := by_id.get(sample["kept_id"])) is not None:
@@ -1063,18 +1109,99 @@ def _held_out_pass(
     return decontaminator
 
 
-def _write_splits(
+OVERLAP_GROUPS = 4
+"""Spool row groups (of ``SPOOL_ROWS``) checked for contamination per task of the worker pool."""
+
+
+def _find_overlaps(
     state: dict[str, _LanguageSteps],
     chosen: dict[str, tuple[set[int], set[int]]],
     decontaminator: Decontaminator | None,
+    merge_dir: Path,
+    pool: Any,
+) -> dict[str, dict[int, tuple[str, str]]]:
+    """Per language, the training records (by kept number) whose text or pivot overlaps an evaluation
+    text, with the overlap (:meth:`Decontaminator.find`). With a ``pool``, the spools are checked in
+    pieces of ``OVERLAP_GROUPS`` row groups by its processes, which load the decontaminator once from
+    ``merge_dir``; without, here."""
+    import pyarrow.parquet as pq
+
+    found: dict[str, dict[int, tuple[str, str]]] = {language: {} for language in state}
+    if decontaminator is None:
+        return found
+    tasks = []
+    for language, steps in state.items():
+        dev, test = chosen[language]
+        held = np.array(sorted(dev | test), dtype=np.int64)
+        with pq.ParquetFile(steps.spool_path) as f:
+            sizes = [f.metadata.row_group(g).num_rows for g in range(f.metadata.num_row_groups)]
+        start = 0
+        for g in range(0, len(sizes), OVERLAP_GROUPS):
+            rows = sum(sizes[g : g + OVERLAP_GROUPS])
+            own = held[(held >= start) & (held < start + rows)]
+            tasks.append((language, steps.spool_path, g, min(g + OVERLAP_GROUPS, len(sizes)), start, own))
+            start += rows
+    if pool is None:
+        for language, *task in tasks:
+            found[language].update(_overlaps_in(decontaminator, *task))
+        return found
+    path = merge_dir / "decontaminator.pickle"
+    with atomic_file(path, "wb") as f:
+        pickle.dump(decontaminator, f, protocol=pickle.HIGHEST_PROTOCOL)
+    futures = [(language, pool.submit(_overlaps_in_task, path, *task)) for language, *task in tasks]
+    for language, future in futures:
+        found[language].update(future.result())
+    return found
+
+
+def _overlaps_in(
+    decontaminator: Decontaminator, spool: Path, first: int, stop: int, start: int, held: np.ndarray
+) -> dict[int, tuple[str, str]]:
+    """The contaminated training records among row groups ``first`` to ``stop`` of a spool (their first
+    row is kept number ``start``; ``held``: the dev and test numbers among them, not checked)."""
+    import pyarrow.parquet as pq
+
+    found: dict[int, tuple[str, str]] = {}
+    with pq.ParquetFile(spool) as f:
+        table = f.read_row_groups(list(range(first, stop)), columns=["text", "pivot_text"])
+    texts = table.column("text").to_pylist()
+    pivots = table.column("pivot_text").to_pylist()
+    train = np.ones(len(texts), dtype=bool)
+    train[held - start] = False
+    for i in np.flatnonzero(train).tolist():
+        overlap = decontaminator.find(texts[i])
+        if overlap is None and pivots[i]:
+            overlap = decontaminator.find(pivots[i])
+        if overlap is not None:
+            found[start + i] = overlap
+    return found
+
+
+@functools.lru_cache(maxsize=1)
+def _load_decontaminator(path: Path) -> Decontaminator:
+    with open(path, "rb") as f:
+        decontaminator: Decontaminator = pickle.load(f)
+    return decontaminator
+
+
+def _overlaps_in_task(path: Path, *task: Any) -> dict[int, tuple[str, str]]:
+    """:func:`_overlaps_in` in a worker process, the decontaminator loaded once per process."""
+    return _overlaps_in(_load_decontaminator(path), *task)
+
+
+def _write_splits(
+    state: dict[str, _LanguageSteps],
+    chosen: dict[str, tuple[set[int], set[int]]],
+    overlaps: dict[str, dict[int, tuple[str, str]]],
     dataset_dir: Path,
     source_stats: list[dict[str, Any]],
     dropped_file: IO[str],
-) -> dict[str, tuple[int, int, dict[str, int]]]:
+) -> tuple[dict[str, tuple[int, int, dict[str, int]]], Counter[str]]:
     """Stream every language's spool into the three split files (languages in order, each in kept
-    order), removing from train the records whose text or pivot overlaps an evaluation text: written
-    to ``dropped_file`` and moved from kept to dropped in ``source_stats``. Returns, per language, the
-    records kept, the pairs among them and the rows per split."""
+    order), removing from train the records found to overlap an evaluation text (``overlaps``, by
+    language and kept number, from :func:`_find_overlaps`): written to ``dropped_file`` and moved from
+    kept to dropped in ``source_stats``. Returns, per language, the records kept, the pairs among them
+    and the rows per split; and the records removed per source."""
     import pyarrow as pa
 
     outs = {name: ParquetRows(dataset_dir / f"{name}.parquet") for name in SPLITS}
@@ -1085,6 +1212,7 @@ def _write_splits(
         for language, steps in state.items():
             dev, test = chosen[language]
             held = np.array(sorted(dev | test), dtype=np.int64)
+            contaminated = np.array(sorted(overlaps[language]), dtype=np.int64)
             per_split = dict.fromkeys(SPLITS, 0)
             lost_pairs = 0
             for start, batch in _spool_batches(steps):
@@ -1097,28 +1225,23 @@ def _write_splits(
                     if mask.any():
                         outs[name].append_table(batch.filter(pa.array(mask)))
                         per_split[name] += int(mask.sum())
-                if decontaminator is not None:
-                    texts = batch.column("text").to_pylist()
-                    pivots = batch.column("pivot_text").to_pylist()
-                    for i in np.flatnonzero(train).tolist():
-                        overlap = decontaminator.find(texts[i])
-                        if overlap is None and pivots[i]:
-                            overlap = decontaminator.find(pivots[i])
-                        if overlap is None:
-                            continue
-                        train[i] = False
-                        row = batch.slice(i, 1).to_pylist()[0]
-                        lost_pairs += bool(row["pivot_text"])
-                        removed[row["source"]] += 1
-                        stats = by_name[row["source"]]
-                        stats["kept"] -= 1
-                        stats["dropped"]["decontaminated"] += 1
-                        write_jsonl_line(
-                            dropped_file,
-                            {"source": row["source"], "file": row["file"], "line": row["line"], "reason": "decontaminated",
-                             "text": row["text"], "pivot_text": row["pivot_text"], "normalization": row["normalization"],
-                             "overlap": overlap[0], "overlaps": overlap[1]},
-                        )  # fmt: skip
+                here = contaminated[(contaminated >= start) & (contaminated < start + batch.num_rows)]
+                for number in here.tolist():
+                    i = number - start
+                    overlap = overlaps[language][number]
+                    train[i] = False
+                    row = batch.slice(i, 1).to_pylist()[0]
+                    lost_pairs += bool(row["pivot_text"])
+                    removed[row["source"]] += 1
+                    stats = by_name[row["source"]]
+                    stats["kept"] -= 1
+                    stats["dropped"]["decontaminated"] += 1
+                    write_jsonl_line(
+                        dropped_file,
+                        {"source": row["source"], "file": row["file"], "line": row["line"], "reason": "decontaminated",
+                         "text": row["text"], "pivot_text": row["pivot_text"], "normalization": row["normalization"],
+                         "overlap": overlap[0], "overlaps": overlap[1]},
+                    )  # fmt: skip
                 outs["train"].append_table(batch.filter(pa.array(train)))
                 per_split["train"] += int(train.sum())
             kept = sum(per_split.values())
@@ -1129,14 +1252,7 @@ def _write_splits(
         for out in outs.values():
             out.abort()
         raise
-    if decontaminator is not None:
-        log.info(
-            "decontamination: %d evaluation segments; %d training records removed (%s)",
-            len(decontaminator),
-            sum(removed.values()),
-            ", ".join(f"{name} {n}" for name, n in removed.items()) or "none",
-        )
-    return counts
+    return counts, removed
 
 
 def _clean_work_dir(work_dir: Path) -> None:

@@ -662,14 +662,14 @@ class Decontaminator:
 
     def find(self, text: str) -> tuple[str, str] | None:
         """The overlap of ``text`` with an evaluation text, as (the shared words, their origin), or None."""
-        words = dedup_text(text).split()
-        if not words:
+        whole = dedup_text(text)  # words joined by single spaces
+        if not whole:
             return None
-        whole = " ".join(words)
+        words = whole.split()
         if whole in self._short:
             return whole, self._short[whole]
         # Every match below starts with a min_words-word window of the text that heads an evaluation gram.
-        if self._heads.isdisjoint(zip(*(words[j:] for j in range(self.min_words)), strict=False)):
+        if self._heads.isdisjoint(zip(*[words[j:] for j in range(self.min_words)], strict=False)):
             return None
         for k in sorted(self._short_lengths):
             for i in range(len(words) - k + 1):

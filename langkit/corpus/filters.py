@@ -59,7 +59,7 @@ def repeated_ngram_ratio(words: list[str], n: int) -> float:
     total = len(words) - n + 1
     if total < 3:
         return 0.0
-    unique = len({tuple(words[i : i + n]) for i in range(total)})
+    unique = len(set(zip(*[words[i:] for i in range(n)], strict=False)))  # the n-grams as tuples
     return (total - unique) / total
 
 

@@ -152,13 +152,17 @@ class BandTable:
         return np.concatenate(rows).astype(np.int64), np.concatenate(records)
 
 
-_BLOCK = 65_536  # rows per in-memory block: the stores grow without copying
+_BLOCK = 1 << 20  # rows per in-memory block: the stores grow without copying. A block is allocated
+# whole but its pages are only resident once written, so a small index costs no more for it; and up to
+# a million rows, reading rows back is one fancy-indexing copy.
 _GAP = 32  # wanted signature rows at most this far apart are read from the file in one read
 
 
 def _gather(blocks: list[np.ndarray], index: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out[k] = row index[k]`` of rows kept in ``blocks`` of ``_BLOCK`` rows: one fancy-indexing
     copy per block touched."""
+    if len(blocks) == 1:
+        return np.take(blocks[0], index, axis=0, out=out)
     block = index // _BLOCK
     for b in np.unique(block).tolist():
         sel = block == b
