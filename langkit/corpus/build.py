@@ -25,18 +25,24 @@ counts (:class:`EmptySplitError`), unless the config asked for it to be empty.
 
 Two phases, so that the work spreads over cores and machines and memory stays flat:
 
-1. Per source (:mod:`langkit.corpus.shards`): read to langid, plus the MinHash signature of every
-   record that reaches the dedup steps, into a shard under ``.work/`` (written atomically, named by a
-   hash of what it depends on). Sources run in a process pool (``workers``), one per scheduler job
-   (``only_source``), or on datatrove's executors (:mod:`langkit.corpus.executors`).
-2. The merge, one process, replaying the shards in source order, a few thousand records at a time:
-   exact duplicates against 8-byte digests in sorted arrays, near-duplicates against the compact LSH
-   index (:mod:`langkit.corpus.stores`; signatures in a file), kept records appended to a parquet
-   spool per language under ``.work/merge/``; then the split (only the pair numbers are held), and
-   the splits streamed from the spools into the parquet files, row group by row group, decontaminating
-   the train rows on the way.
+1. Per source (:mod:`langkit.corpus.shards`): read to langid, plus the exact-duplicate digest and the
+   MinHash signature of every record that reaches the dedup steps, into a shard under ``.work/``
+   (written atomically, named by a hash of what it depends on). Sources run in a process pool
+   (``workers``), one per scheduler job (``only_source``), or on datatrove's executors
+   (:mod:`langkit.corpus.executors`).
+2. The merge, per language (the dedup indexes of a language are its own): the language's shards
+   replayed in source order, each as soon as it is written, a chunk of records at a time, in Arrow
+   columns (:func:`decide_chunk`: exact duplicates against 8-byte digests in sorted arrays,
+   near-duplicates against the compact LSH index of :mod:`langkit.corpus.stores`, signatures in a
+   file; only the rows that depend on earlier rows of their chunk are decided one by one), kept
+   records appended to a parquet spool per language under ``.work/merge/``, dropped and quarantined
+   ones to a file per source. With more than one worker every language runs in a process of its own,
+   at the same time as the per-source phase. Then, in the main process: the files per source joined
+   in order, the split (only the pair numbers are held), the training records checked against the
+   evaluation texts (by the worker processes, in pieces), and the splits streamed from the spools
+   into the parquet files, row group by row group.
 
-What the merge holds in memory therefore grows by about 150 bytes per kept record (the dedup
+What the merge holds in memory therefore grows by about 290 bytes per kept record (the dedup
 indexes), not by the records themselves. A killed build resumes from its finished shards, the output
 does not depend on the number of workers or on the executor.
 """

@@ -41,8 +41,9 @@ Near-duplicates (reason ``near_duplicate``)
     Memory grows with the records kept (an index must remember them), compactly
     (:mod:`langkit.corpus.stores`): per indexed record one 8-byte entry per band in sorted numpy
     arrays (128 bytes at 16 bands), its key (about 25 bytes) and a byte; its ``num_perm``-value uint32
-    signature (512 bytes at 128) in a file when the index has one (the corpus build's), else in
-    memory. Band keys are the high 32 bits of the folded band, so unrelated records share a key with
+    signature (512 bytes at 128) in a file when the index has one (the corpus build's), with the low
+    byte of each value in memory (128 bytes: a candidate that disagrees on too many of them is
+    rejected without reading its signature), else in memory. Band keys are the high 32 bits of the folded band, so unrelated records share a key with
     probability about ``n / 2^32`` per band: one more candidate to check, never a wrong drop.
     Signatures are computed in batches (:meth:`MinHasher.signatures`, one set of numpy calls per
     batch; about 40,000 lines of 60 characters a second on one core), in the corpus build's

@@ -11,8 +11,8 @@ own: in this process, in a process pool (:func:`run_sources`), or as one job of 
   ``""`` otherwise; ``text``, ``pivot``, ``tags`` and the drop ``reason``, ``""`` to keep; ``sig`` and
   ``short``, 1 or 0, when the record reaches the dedup steps and near-duplicates are on; ``digest``, the
   exact-duplicate key of such a record, :func:`record_digest`, 0 otherwise). A columnar binary
-  file, not JSON lines: the merge reads a batch of rows with one conversion instead of one JSON parse
-  per record, and the per-source phase writes it likewise;
+  file, not JSON lines: the merge decides a batch of rows on its columns and turns into Python objects
+  only the records it drops, and the per-source phase writes it from numpy buffers;
 - ``NAME-DIGEST.report.json``: what the steps counted and the encoding the source was read in;
 - ``NAME-DIGEST.sig`` (near-duplicates on): the MinHash signatures of the records with ``sig`` true,
   in order, ``num_perm`` little-endian uint32 each.

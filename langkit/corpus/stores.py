@@ -3,7 +3,8 @@
 The exact-duplicate set and the near-duplicate index must remember every kept record of a language,
 so they are the one part of the corpus build whose memory grows with the corpus. Held as Python
 sets and dicts that costs about 2 KB per kept record (2 GB for a million lines); held here it is
-about 150 bytes, and the MinHash signatures themselves go to a file:
+about 290 bytes (of which 128 the signature's sketch), and the MinHash signatures themselves go to a
+file:
 
 - :class:`SortedRuns`: a set of uint64 values as a few sorted numpy arrays (an LSM tree: each flush
   adds a sorted run, runs of similar size are merged), 8 bytes a value, searched for many values at
