@@ -96,7 +96,8 @@ def test_outputs_are_byte_identical_to_the_pinned_build(
     if executor == "datatrove":
         pytest.importorskip("datatrove")
     monkeypatch.chdir(tmp_path)
-    # Small merge chunks, so that decisions span chunk boundaries (same output whatever the chunk).
+    # Small merge chunks, so that decisions span chunk boundaries (same output whatever the chunk; the
+    # size is handed to the language merges, in processes of their own with 2 workers).
     monkeypatch.setattr(build_module, "MERGE_CHUNK", 300, raising=False)
     sources = _corpus(tmp_path / "data")
     stats = build_corpus(

@@ -200,3 +200,19 @@ def test_one_job_per_source_then_merge(tmp_path: Path) -> None:
     assert merged.returncode == 0, merged.stderr
     assert "reusing 3 finished source shard" in merged.stderr
     assert_same(tmp_path / "ref" / "corpus", tmp_path / "b" / "corpus")
+
+
+def test_a_damaged_shard_fails_the_parallel_merge_with_its_name(tmp_path: Path) -> None:
+    # The shards are written one job per source, then one .sig file is cut short: the 2-worker build
+    # (its languages merged in processes of their own) fails with a message naming the file.
+    sources = make_sources(tmp_path / "data", lines=400)
+    config = write_config(tmp_path / "run.yaml", sources, workers=2)
+    for source in sources:
+        job = cli(config, tmp_path / "b", "--only-source", source["name"])
+        assert job.returncode == 0, job.stderr
+    sig = sorted((tmp_path / "b" / "corpus" / WORK_DIR).glob("wol-text-*.sig"))[0]
+    sig.write_bytes(sig.read_bytes()[:1000])
+    merged = cli(config, tmp_path / "b")
+    assert merged.returncode != 0
+    assert sig.name in merged.stderr and "delete both and build again" in merged.stderr
+    assert not (tmp_path / "b" / "corpus" / "stats.json").exists()

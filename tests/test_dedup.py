@@ -248,10 +248,19 @@ def test_chunk_decisions_equal_one_at_a_time(monkeypatch: pytest.MonkeyPatch, pa
     assert chunked.similar_pairs(sigs[:50], short[:50], chunked.band_keys(sigs[:50]), limit=0) is None
 
 
-def test_signature_store_reads_back_the_rows_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("small", [False, True])
+def test_signature_store_reads_back_the_rows_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     small: bool) -> None:  # fmt: skip
     # Rows read from the file in runs of neighbours (repeats, gaps, any order) equal the rows in memory;
-    # the sketch is the rows' low bytes. 70,000 rows: more than one in-memory block.
+    # the sketch is the rows' low bytes. 70,000 rows: the first block grown several times; with small
+    # blocks and reads, several blocks and many cut runs.
+    from langkit.corpus import stores
     from langkit.corpus.stores import SignatureStore
+
+    if small:
+        monkeypatch.setattr(stores, "_BLOCK", 16_384)
+        monkeypatch.setattr(stores, "_FIRST_BLOCK", 1_000)
+        monkeypatch.setattr(stores, "_READ_ROWS", 50)
 
     rng = np.random.default_rng(0)
     rows = rng.integers(0, 2**32, size=(70_000, 8), dtype=np.uint32)

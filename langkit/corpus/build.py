@@ -485,14 +485,16 @@ def build_corpus(
     anything is read, unless ``allow_restricted``. ``normalization``, ``pii``, ``filters``, ``langid``
     and ``dedup`` configure the per-record steps (their defaults when None).
 
-    The per-record steps of each source run first, ``workers`` sources at a time (0: one per core; 1:
-    in this process), in a process pool (``executor="local"``) or on datatrove's local executor
-    (``"datatrove"``), each writing a shard under ``out_dir/.work/`` named by a hash of the source,
+    The per-record steps of each source run ``workers`` sources at a time (0: one per core; 1: in this
+    process, and so does the whole build), in a process pool (``executor="local"``) or on datatrove's
+    local executor (``"datatrove"``), each writing a shard under ``out_dir/.work/`` named by a hash of the source,
     its file's size and time, the step configs and langkit's version. A build killed part-way and run
     again reuses the finished shards and redoes the rest, so it finishes with the same output as an
     uninterrupted one; a build that finishes removes them. With ``only_source`` (a source name) only
     that source's shard is written: one job per source on a scheduler, then one build without it to
-    merge. Every file is written under a temporary name and renamed into place.
+    merge. Every file is written under a temporary name and renamed into place. With more than one
+    worker the languages are merged by a second pool of up to ``workers`` processes, each as soon as
+    its shards are written (see the module docstring).
 
     A source whose catalogue card marks it as an evaluation set is refused unless declared ``split:
     test``/``dev`` or ``allow_eval_sources``. A split left empty raises :class:`EmptySplitError` with the
@@ -538,9 +540,9 @@ def build_corpus(
         return {"shard": str(shards[only_source])}
     try:
         # Languages merged in parallel unless the build was asked to use one process.
-        parallel = workers != 1 and (os.cpu_count() or 1) > 1
+        parallel = workers > 1 or (workers == 0 and (os.cpu_count() or 1) > 1)
         result = _merge(selected, shards, languages, out_dir, dev_size, test_size, seed, steps, ready, allow_empty,
-                        parallel)  # fmt: skip
+                        workers or os.cpu_count() or 1 if parallel else 0)  # fmt: skip
     finally:
         if isinstance(ready, Generator):
             ready.close()  # a merge that failed stops the pool
@@ -565,11 +567,12 @@ def _merge(
     steps: Steps,
     ready: Iterable[str],
     allow_empty: Sequence[str] = (),
-    parallel: bool = False,
+    processes: int = 0,
 ) -> dict[str, Any]:
     """The global steps over the shards, in :func:`_merge_order`: ``ready`` yields the name of each
-    source, in that order, once its shard is written. With ``parallel``, each language (its dedup
-    indexes are its own) is merged in a process of its own, all at once. Writes every output."""
+    source, in that order, once its shard is written. With ``processes`` (0: none, all in this one),
+    a pool of that many (at least 2) merges the languages (its dedup indexes are each language's own),
+    when more than one has sources, and checks the decontamination. Writes every output."""
     # A merge killed part-way leaves its temporary files next to the outputs (atomic writes rename them
     # into place only when whole): remove them, so that a rerun leaves exactly an uninterrupted build's files.
     for stale in out_dir.rglob(".*.tmp"):
@@ -582,8 +585,8 @@ def _merge(
     jobs = {language: [(k, s, shards[source_name(s)]) for k, s in enumerate(order) if s.language == language]
             for language in languages}  # fmt: skip
     busy = sum(bool(j) for j in jobs.values())
-    # One process per language with sources (at least two: the decontamination uses them too).
-    with worker_pool(max(busy, 2)) if parallel else nullcontext() as pool:
+    # At most one process per language with sources, and two at least: the decontamination uses them too.
+    with worker_pool(max(2, min(busy, processes))) if processes else nullcontext() as pool:
         return _merge_in(pool, selected, shards, languages, out_dir, dev_size, test_size, seed, steps, ready,
                          allow_empty, jobs)  # fmt: skip
 
@@ -608,12 +611,12 @@ def _merge_in(
     merge_dir = out_dir / WORK_DIR / MERGE_DIR
     order = _merge_order(selected)
     if pool is not None and sum(bool(j) for j in jobs.values()) > 1:
-        state, merged = _merge_languages_in_processes(pool, jobs, merge_dir, dedup, ready)
+        state, merged = _merge_languages_in_processes(pool, jobs, merge_dir, dedup, ready, MERGE_CHUNK)
     else:
         state = {language: _LanguageSteps(language, merge_dir, dedup) for language in languages}
         merged = {}
         for k, (name, source) in enumerate(zip(ready, order, strict=True)):
-            merged[k] = _merge_source(state[source.language], k, source, shards[name], merge_dir)
+            merged[k] = _merge_source(state[source.language], k, source, shards[name], merge_dir, MERGE_CHUNK)
         for language_steps in state.values():
             language_steps.close()
     position = {source_name(s): i for i, s in enumerate(selected)}
@@ -852,14 +855,16 @@ def _decide_one_at_a_time(
     return verdict, matches
 
 
-def _merge_source(steps: _LanguageSteps, k: int, source: SourceConfig, shard: Path, merge_dir: Path) -> dict[str, Any]:
+def _merge_source(
+    steps: _LanguageSteps, k: int, source: SourceConfig, shard: Path, merge_dir: Path, chunk: int
+) -> dict[str, Any]:
     """:func:`_merge_one` for the ``k``-th source of the merge, its dropped and quarantined records
     into ``merge_dir`` (``dropped-K.jsonl``, ``quarantine-K.jsonl``; joined in order at the end)."""
     with (
         atomic_file(merge_dir / f"dropped-{k}.jsonl") as dropped_file,
         atomic_file(merge_dir / f"quarantine-{k}.jsonl") as quarantine_file,
     ):
-        return _merge_one(source, shard, steps, dropped_file, quarantine_file)
+        return _merge_one(source, shard, steps, dropped_file, quarantine_file, chunk, merge_dir / MERGE_STOP)
 
 
 MERGE_STOP = "STOP"
@@ -868,7 +873,7 @@ shards stop."""
 
 
 def _merge_language(
-    language: str, jobs: list[tuple[int, SourceConfig, Path]], merge_dir: Path, dedup: DedupConfig
+    language: str, jobs: list[tuple[int, SourceConfig, Path]], merge_dir: Path, dedup: DedupConfig, chunk: int
 ) -> tuple[_LanguageSteps, dict[int, dict[str, Any]]]:
     """One language's merge, in a process of its own: its sources in the merge's order, each as soon
     as its shard exists (shards are renamed into place whole). Returns the closed state and the
@@ -880,7 +885,7 @@ def _merge_language(
             if (merge_dir / MERGE_STOP).exists():  # (a killed build: the pool's workers exit with it)
                 raise RuntimeError(f"{language} merge stopped: a source failed")
             time.sleep(0.02)
-        merged[k] = _merge_source(steps, k, source, shard, merge_dir)
+        merged[k] = _merge_source(steps, k, source, shard, merge_dir, chunk)
     steps.close()
     return steps, merged
 
@@ -891,15 +896,19 @@ def _merge_languages_in_processes(
     merge_dir: Path,
     dedup: DedupConfig,
     ready: Iterable[str],
+    chunk: int,
 ) -> tuple[dict[str, _LanguageSteps], dict[int, dict[str, Any]]]:
-    """Every language's merge at once, one process of ``pool`` each, while ``ready`` (the per-source
-    phase) runs in this one; a failed source stops them."""
-    busy = [language for language, j in jobs.items() if j]
-    futures = {language: pool.submit(_merge_language, language, jobs[language], merge_dir, dedup)
-               for language in busy}  # fmt: skip
+    """The languages' merges on the processes of ``pool``, while ``ready`` (the per-source phase) runs
+    in this one; the language whose first source comes first starts first. A failed source stops
+    them, and a failed language merge stops the build without waiting for the other sources."""
+    busy = sorted((j[0][0], language) for language, j in jobs.items() if j)
+    futures = {language: pool.submit(_merge_language, language, jobs[language], merge_dir, dedup, chunk)
+               for _, language in busy}  # fmt: skip
     try:
         for _ in ready:
-            pass
+            for future in futures.values():
+                if future.done() and future.exception() is not None:
+                    future.result()  # raises it
         results = {language: future.result() for language, future in futures.items()}
     except BaseException:
         (merge_dir / MERGE_STOP).touch()
@@ -923,11 +932,14 @@ def _merge_one(
     steps: _LanguageSteps,
     dropped_file: IO[str],
     quarantine_file: IO[str],
+    chunk_rows: int = MERGE_CHUNK,
+    stop: Path | None = None,
 ) -> dict[str, Any]:
-    """Replay one source's shard, ``MERGE_CHUNK`` records at a time, into its language's spool
+    """Replay one source's shard, ``chunk_rows`` records at a time, into its language's spool
     (dropping exact and near duplicates of records kept before, in any source of the language),
     writing its dropped and quarantined records; return its counts. The chunk stays in Arrow columns:
-    only the records written to ``dropped.jsonl`` or ``quarantine.jsonl`` become Python objects."""
+    only the records written to ``dropped.jsonl`` or ``quarantine.jsonl`` become Python objects. A file
+    ``stop`` that appears (another part of the build failed) ends it between two chunks."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -944,8 +956,10 @@ def _merge_one(
     schema = _schema()
     with open(signature_path(shard), "rb") if index is not None else nullcontext() as sig_file:
         for batch in shard_batches(shard):
-            for lo in range(0, batch.num_rows, MERGE_CHUNK):
-                chunk = batch.slice(lo, MERGE_CHUNK)
+            for lo in range(0, batch.num_rows, chunk_rows):
+                if stop is not None and stop.exists():
+                    raise RuntimeError(f"{name}: merge stopped: another part of the build failed")
+                chunk = batch.slice(lo, chunk_rows)
                 n = chunk.num_rows
                 read += n
                 lines = chunk.column("line").to_numpy()
@@ -1184,15 +1198,17 @@ def _overlaps_in(
 
 
 @functools.lru_cache(maxsize=1)
-def _load_decontaminator(path: Path) -> Decontaminator:
+def _load_decontaminator(path: Path, stamp: tuple[int, int]) -> Decontaminator:
     with open(path, "rb") as f:
         decontaminator: Decontaminator = pickle.load(f)
     return decontaminator
 
 
 def _overlaps_in_task(path: Path, *task: Any) -> dict[int, tuple[str, str]]:
-    """:func:`_overlaps_in` in a worker process, the decontaminator loaded once per process."""
-    return _overlaps_in(_load_decontaminator(path), *task)
+    """:func:`_overlaps_in` in a worker process, the decontaminator loaded once per process (and file:
+    ``stamp`` keys it by size and time too)."""
+    st = path.stat()
+    return _overlaps_in(_load_decontaminator(path, (st.st_size, st.st_mtime_ns)), *task)
 
 
 def _write_splits(

@@ -10,7 +10,8 @@ own: in this process, in a process pool (:func:`run_sources`), or as one job of 
   ``SHARD_BATCH`` rows (:data:`SHARD_COLUMNS`: ``line``; ``error`` and ``raw`` for a malformed record,
   ``""`` otherwise; ``text``, ``pivot``, ``tags`` and the drop ``reason``, ``""`` to keep; ``sig`` and
   ``short``, 1 or 0, when the record reaches the dedup steps and near-duplicates are on; ``digest``, the
-  exact-duplicate key of such a record, :func:`record_digest`, 0 otherwise). A columnar binary
+  exact-duplicate key of a record that reaches the dedup steps, :func:`record_digest`, 0 otherwise). A
+  columnar binary
   file, not JSON lines: the merge decides a batch of rows on its columns and turns into Python objects
   only the records it drops, and the per-source phase writes it from numpy buffers;
 - ``NAME-DIGEST.report.json``: what the steps counted and the encoding the source was read in;
@@ -395,7 +396,8 @@ def run_sources(sources: list[SourceConfig], shards: dict[str, Path], steps: Ste
     """Write the shards that are missing, ``workers`` sources at a time (0: one per core), and yield
     each source's name, in the order of ``sources``, as soon as its shard and those of the sources
     before it are written: the merge replays a shard while the pool still works on the later ones.
-    Closing the generator early cancels the sources not started."""
+    Closing the generator early (or a failed source) cancels the sources not started, and waits for
+    those running to end."""
     todo = {source_name(s) for s in missing_shards(sources, shards)}
     crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
     done = 0
@@ -425,8 +427,8 @@ def run_sources(sources: list[SourceConfig], shards: dict[str, Path], steps: Ste
                 if name in futures:
                     finished(futures[name].result())
                 yield name
-        except BaseException:  # a failed source, or the merge stopped (GeneratorExit): fail now, not after
-            pool.shutdown(cancel_futures=True)  # every other source has been read
+        except BaseException:  # a failed source, or the merge stopped (GeneratorExit): cancel the sources
+            pool.shutdown(cancel_futures=True)  # not started instead of reading them all first
             raise
 
 

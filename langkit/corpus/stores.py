@@ -153,10 +153,10 @@ class BandTable:
         return np.concatenate(rows).astype(np.int64), np.concatenate(records)
 
 
-_BLOCK = 1 << 20  # rows per in-memory block: the stores grow without copying. A block is allocated
-# whole but its pages are only resident once written, so a small index costs no more for it; and up to
-# a million rows, reading rows back is one fancy-indexing copy.
+_BLOCK = 1 << 20  # rows per full in-memory block: up to a million rows, reading rows back is one copy
+_FIRST_BLOCK = 4096  # rows of a store's first block, doubled (copied) as it fills up to _BLOCK
 _GAP = 32  # wanted signature rows at most this far apart are read from the file in one read
+_READ_ROWS = 4096  # signature rows read from the file at most at once (2 MB at 128 values)
 
 
 def _gather(blocks: list[np.ndarray], index: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -172,7 +172,8 @@ def _gather(blocks: list[np.ndarray], index: np.ndarray, out: np.ndarray) -> np.
 
 
 class _Rows:
-    """``[n, width]`` rows of one dtype appended in order, in memory blocks of ``_BLOCK`` rows."""
+    """``[n, width]`` rows of one dtype appended in order, in memory blocks of ``_BLOCK`` rows (the
+    last one allocated small and doubled as it fills, so a small store is small)."""
 
     def __init__(self, width: int, dtype: type) -> None:
         self.width = width
@@ -183,11 +184,16 @@ class _Rows:
     def extend(self, rows: np.ndarray) -> None:
         done = 0
         while done < len(rows):
-            if self.n % _BLOCK == 0:
-                self.blocks.append(np.empty((_BLOCK, self.width), dtype=self.dtype))
             at = self.n % _BLOCK
+            if at == 0:
+                self.blocks.append(np.empty((min(_FIRST_BLOCK, _BLOCK), self.width), dtype=self.dtype))
             take = min(_BLOCK - at, len(rows) - done)
-            self.blocks[-1][at : at + take] = rows[done : done + take]
+            last = self.blocks[-1]
+            if at + take > len(last):  # the block grows: doubled (or more), at most to _BLOCK rows
+                grown: np.ndarray = np.empty((min(_BLOCK, max(2 * len(last), at + take)), self.width), dtype=self.dtype)
+                grown[:at] = last[:at]
+                self.blocks[-1] = last = grown
+            last[at : at + take] = rows[done : done + take]
             done += take
             self.n += take
 
@@ -249,12 +255,17 @@ class SignatureStore:
         # alone costs one 512-byte read, not a window of the file (candidates are scattered over it).
         order = np.argsort(index, kind="stable")
         sorted_index = index[order]
-        cut = np.flatnonzero(np.diff(sorted_index) > _GAP) + 1
+        # Runs cut where rows are far apart, and every _READ_ROWS rows (a read stays a few MB).
+        far = np.diff(sorted_index) > _GAP
+        far |= np.diff(sorted_index // _READ_ROWS) > 0
+        cut = np.flatnonzero(far) + 1
         starts = np.concatenate(([0], cut)).tolist()
         stops = np.concatenate((cut, [len(sorted_index)])).tolist()
         for a, b in zip(starts, stops, strict=True):
             lo, hi = int(sorted_index[a]), int(sorted_index[b - 1]) + 1
             data = os.pread(fd, (hi - lo) * self.row_bytes, lo * self.row_bytes)
+            if len(data) != (hi - lo) * self.row_bytes:
+                raise OSError(f"{self.path}: short read of signature rows {lo}-{hi} ({len(data)} bytes)")
             window = np.frombuffer(data, dtype="<u4").reshape(hi - lo, self.width)
             out[order[a:b]] = window[sorted_index[a:b] - lo]
         return out
