@@ -113,7 +113,9 @@ def _child_build(spec: str) -> None:
     from langkit.corpus import build_from_config
 
     args = json.loads(spec)
-    corpus = {"sources": args["sources"], "workers": args["workers"], "executor": args.get("executor", "local")}
+    corpus = {"sources": args["sources"], "workers": args["workers"], "executor": args.get("executor", "local"),
+              # monolingual input (--text) gives no aligned pairs to hold out: empty dev/test are expected
+              "allow_empty": ["dev", "test"]}
     if args.get("no_langid"):
         corpus["langid"] = {"enabled": False}
     cfg = config_from_dict({"languages": args["languages"], "corpus": corpus})

@@ -82,3 +82,19 @@ def test_filter_config_is_checked() -> None:
         config_from_dict({"corpus": {"filters": {"max_chars": 1}}})
     with pytest.raises(ConfigError, match="unknown config key 'corpus.filters.min_len'"):
         config_from_dict({"corpus": {"filters": {"min_len": 1}}})
+
+
+def test_letter_ratio_counts_what_isalpha_counts() -> None:
+    # The ASCII fast path (bytes.translate) and the general one agree with str.isalpha on every text.
+    import random
+
+    from langkit.corpus.filters import letter_ratio
+
+    rng = random.Random(0)
+    alphabet = "abcXYZ019 _-.,;:!?<>#@\t" + "ëñàɛɔŋ²½Ⅻ\u0301"
+    for _ in range(2_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        stripped = "".join(text.split())
+        expected = sum(map(str.isalpha, text)) / len(stripped) if stripped else 1.0
+        if "<" not in text:  # placeholders aside, the plain definition
+            assert letter_ratio(text) == expected, text

@@ -26,6 +26,7 @@ The reasons (stable, they are the keys of the drop counts in ``stats.json``):
 from __future__ import annotations
 
 import re
+import string
 
 from langkit.config import FilterConfig
 from langkit.languages import get_language
@@ -36,6 +37,7 @@ FILTER_REASONS = ("too_short", "too_long", "mostly_symbols", "repeated_ngrams", 
 """Every reason a quality filter can give, in the order the filters run."""
 
 _PLACEHOLDER_RE = re.compile(r"<(?:EMAIL|PHONE|URL|ID)>")
+_ASCII_LETTERS = string.ascii_letters.encode("ascii")
 # Latin letters: Basic Latin, Latin-1 letters, Latin Extended-A/B, IPA (ɛ ɔ), Latin Extended
 # Additional, Extended-C/D/E, the ligatures ﬀ-ﬆ and fullwidth Latin.
 _LATIN = (
@@ -50,8 +52,13 @@ def letter_ratio(text: str) -> float:
     if "<" in text:
         text = _PLACEHOLDER_RE.sub("#", text)
     chars = len("".join(text.split()))
+    if not chars:
+        return 1.0
+    if text.isascii():  # ASCII letters are A-Z and a-z: deleted in one C call
+        raw = text.encode("ascii")
+        return (len(raw) - len(raw.translate(None, _ASCII_LETTERS))) / chars
     # str.isalpha is true for exactly the letter categories (L*): the same letters as [^\W\d_].
-    return sum(map(str.isalpha, text)) / chars if chars else 1.0
+    return sum(map(str.isalpha, text)) / chars
 
 
 def repeated_ngram_ratio(words: list[str], n: int) -> float:
