@@ -94,6 +94,7 @@ from langkit.corpus.shards import (
     shard_batches,
     shard_path,
     signature_path,
+    string_array,
     umask_mode,
     worker_pool,
     write_jsonl_line,
@@ -182,20 +183,6 @@ class ParquetRows:
         """One row: its values in :data:`COLUMNS` order."""
         for column, value in zip(self._columns.values(), values, strict=True):
             column.append(value)
-        if len(self._columns["id"]) >= self.group_rows:
-            self._columns_to_table()
-
-    def extend(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Many rows, each its values in :data:`COLUMNS` order (one transposition, not a loop of appends)."""
-        if not rows:
-            return
-        room = self.group_rows - len(self._columns["id"])
-        if len(rows) > room:  # a row group at most is held as Python lists
-            self.extend(rows[:room])
-            self.extend(rows[room:])
-            return
-        for column, values in zip(self._columns.values(), zip(*rows, strict=True), strict=True):
-            column.extend(values)
         if len(self._columns["id"]) >= self.group_rows:
             self._columns_to_table()
 
@@ -591,66 +578,32 @@ def _merge(
         # The card's plotting library, imported while this process mostly waits for the pools
         # (half a second less at the end, when nothing else runs).
         threading.Thread(target=importlib.import_module, args=("matplotlib.figure",), daemon=True).start()
+    dedup = steps.dedup
     # At most one process per language with sources, and two at least: the decontamination uses them too.
     with worker_pool(max(2, min(busy, processes))) if processes else nullcontext() as pool:
-        return _merge_in(pool, selected, shards, languages, out_dir, dev_size, test_size, seed, steps, ready,
-                         allow_empty, jobs)  # fmt: skip
-
-
-def _merge_in(
-    pool: Any,
-    selected: list[SourceConfig],
-    shards: dict[str, Path],
-    languages: list[str],
-    out_dir: Path,
-    dev_size: int,
-    test_size: int,
-    seed: int,
-    steps: Steps,
-    ready: Iterable[str],
-    allow_empty: Sequence[str],
-    jobs: dict[str, list[tuple[int, SourceConfig, Path]]],
-) -> dict[str, Any]:
-    """:func:`_merge`, with ``pool`` (None: everything in this process) for the language merges and the
-    decontamination."""
-    dedup = steps.dedup
-    merge_dir = out_dir / WORK_DIR / MERGE_DIR
-    order = _merge_order(selected)
-    if pool is not None and sum(bool(j) for j in jobs.values()) > 1:
-        state, merged = _merge_languages_in_processes(pool, jobs, merge_dir, dedup, ready, MERGE_CHUNK)
-    else:
-        state = {language: _LanguageSteps(language, merge_dir, dedup) for language in languages}
-        merged = {}
-        for k, (name, source) in enumerate(zip(ready, order, strict=True)):
-            merged[k] = _merge_source(state[source.language], k, source, shards[name], merge_dir, MERGE_CHUNK)
-        for language_steps in state.values():
-            language_steps.close()
-    position = {source_name(s): i for i, s in enumerate(selected)}
-    source_stats: list[dict[str, Any]] = [{} for _ in selected]  # in the config's order of sources
-    for k, source in enumerate(order):
-        source_stats[position[source_name(source)]] = merged[k]
-    with (
-        atomic_file(out_dir / "dropped.jsonl") as dropped_file,
-        atomic_file(out_dir / "quarantine.jsonl") as quarantine_file,
-    ):
-        # Each source's dropped and quarantined records, in the merge's order of sources.
-        for k in range(len(order)):
-            for part, out in (("dropped", dropped_file), ("quarantine", quarantine_file)):
-                with open(merge_dir / f"{part}-{k}.jsonl", encoding="utf-8") as f:
-                    shutil.copyfileobj(f, out)
-        # The held-out pairs are chosen first, then the train split is filtered against them (and the
-        # other evaluation texts): dev and test keep their sizes, and dropped.jsonl is still open.
-        chosen = {language: _choose_held_out(state[language], dev_size, test_size, seed) for language in languages}
-        decontaminator = _held_out_pass(state, chosen, dedup)
-        overlaps = _find_overlaps(state, chosen, decontaminator, merge_dir, pool)
-        counts, removed = _write_splits(state, chosen, overlaps, out_dir / "dataset", source_stats, dropped_file)
-        if decontaminator is not None:
-            log.info(
-                "decontamination: %d evaluation segments; %d training records removed (%s)",
-                len(decontaminator),
-                sum(removed.values()),
-                ", ".join(f"{name} {n}" for name, n in removed.items()) or "none",
-            )
+        state, source_stats = _dedup_sources(pool, selected, order, jobs, languages, merge_dir, dedup, ready)
+        with (
+            atomic_file(out_dir / "dropped.jsonl") as dropped_file,
+            atomic_file(out_dir / "quarantine.jsonl") as quarantine_file,
+        ):
+            # Each source's dropped and quarantined records, in the merge's order of sources.
+            for k in range(len(order)):
+                for part, out in (("dropped", dropped_file), ("quarantine", quarantine_file)):
+                    with open(merge_dir / f"{part}-{k}.jsonl", encoding="utf-8") as f:
+                        shutil.copyfileobj(f, out)
+            # The held-out pairs are chosen first, then the train split is filtered against them (and the
+            # other evaluation texts): dev and test keep their sizes, and dropped.jsonl is still open.
+            chosen = {language: _choose_held_out(state[language], dev_size, test_size, seed) for language in languages}
+            decontaminator = _held_out_pass(state, chosen, dedup)
+            overlaps = _find_overlaps(state, chosen, decontaminator, merge_dir, pool)
+            counts, removed = _write_splits(state, chosen, overlaps, out_dir / "dataset", source_stats, dropped_file)
+    if decontaminator is not None:
+        log.info(
+            "decontamination: %d evaluation segments; %d training records removed (%s)",
+            len(decontaminator),
+            sum(removed.values()),
+            ", ".join(f"{name} {n}" for name, n in removed.items()) or "none",
+        )
     for st in source_stats:
         if st["read"] != st["kept"] + sum(st["dropped"].values()) + st["quarantined"]:  # pragma: no cover
             raise RuntimeError(f"corpus source {st['name']}: read != kept + dropped + quarantined: {st}")
@@ -703,6 +656,37 @@ def _merge_in(
     return result
 
 
+def _dedup_sources(
+    pool: Any,
+    selected: list[SourceConfig],
+    order: list[SourceConfig],
+    jobs: dict[str, list[tuple[int, SourceConfig, Path]]],
+    languages: list[str],
+    merge_dir: Path,
+    dedup: DedupConfig,
+    ready: Iterable[str],
+) -> tuple[dict[str, _LanguageSteps], list[dict[str, Any]]]:
+    """The dedup steps over every source's shard (``order``: the merge's order of ``selected``; ``jobs``:
+    each language's sources in it, with their numbers and shards), on the processes of ``pool`` when
+    more than one language has sources, else in this process as ``ready`` yields them. Returns each
+    language's closed state and the sources' counts in the config's order."""
+    if pool is not None and sum(bool(j) for j in jobs.values()) > 1:
+        state, merged = _merge_languages_in_processes(pool, jobs, merge_dir, dedup, ready, MERGE_CHUNK)
+    else:
+        state = {language: _LanguageSteps(language, merge_dir, dedup) for language in languages}
+        shard_of = {k: shard for j in jobs.values() for k, _, shard in j}
+        merged = {}
+        for k, (_, source) in enumerate(zip(ready, order, strict=True)):
+            merged[k] = _merge_source(state[source.language], k, source, shard_of[k], merge_dir, MERGE_CHUNK)
+        for language_steps in state.values():
+            language_steps.close()
+    position = {source_name(s): i for i, s in enumerate(selected)}
+    source_stats: list[dict[str, Any]] = [{} for _ in selected]
+    for k, source in enumerate(order):
+        source_stats[position[source_name(source)]] = merged[k]
+    return state, source_stats
+
+
 def _empty_split_message(empty: list[str], totals: dict[str, int], language_stats: dict[str, Any],
                          out_dir: Path) -> str:
     lines = []
@@ -730,22 +714,6 @@ def _nonempty(column: Any) -> np.ndarray:
     import pyarrow.compute as pc
 
     return np.asarray(pc.greater(pc.binary_length(column), 0).to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _strings(values: Sequence[str] | str, n: int = 0) -> Any:
-    """A pyarrow string array from Python strings, or ``n`` times one string, built from buffers:
-    pyarrow's conversion of Python lists imports pandas (a second and 50 MB) on first use."""
-    import pyarrow as pa
-
-    if isinstance(values, str):
-        one = values.encode("utf-8")
-        offsets, data = np.arange(n + 1, dtype=np.int32) * len(one), one * n
-    else:
-        encoded = [v.encode("utf-8") for v in values]
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int32)
-        np.cumsum([len(e) for e in encoded], out=offsets[1:])
-        data, n = b"".join(encoded), len(encoded)
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def decide_chunk(
@@ -995,7 +963,7 @@ def _merge_one(
                     picked = chunk.take(pa.array(out))
                     columns = {c: picked.column(c).to_pylist() for c in ("error", "raw", "text", "pivot", "tags",
                                                                           "reason")}  # fmt: skip
-                    position = {int(r): i for i, r in enumerate(rows.tolist())} if matches else {}
+                    near_of = {int(rows[p]): match for p, match in matches.items()}  # by chunk row
                     for i, (row, line) in enumerate(zip(out.tolist(), lines[out].tolist(), strict=True)):
                         if columns["error"][i]:
                             quarantined += 1
@@ -1003,7 +971,7 @@ def _merge_one(
                                                                "reason": columns["error"][i], "raw": columns["raw"][i]})  # fmt: skip
                             continue
                         text, pivot = columns["text"][i], columns["pivot"][i]
-                        near = matches.get(position.get(row, -1))
+                        near = near_of.get(row)
                         reason = columns["reason"][i] or ("duplicate" if outcome[row] == DUPLICATE else "near_duplicate")
                         if near is not None:
                             steps.near_duplicate(f"{name}:{line}", text, pivot, near)
@@ -1024,14 +992,14 @@ def _merge_one(
                 m = len(kept)
                 table = pa.Table.from_arrays(
                     [
-                        _strings([keys[i] for i in kept.tolist()]),
-                        _strings(language, m),
+                        string_array([keys[i] for i in kept.tolist()]),
+                        string_array(language, m),
                         taken.column("text").cast(pa.string()),
                         pc.if_else(pc.greater(pc.binary_length(pivot), 0), pivot_language, ""),
                         pivot,
-                        _strings(name, m),
-                        _strings(source.license, m),
-                        _strings(source.path, m),
+                        string_array(name, m),
+                        string_array(source.license, m),
+                        string_array(source.path, m),
                         taken.column("line"),
                         taken.column("tags").cast(schema.field("normalization").type),
                     ],

@@ -33,7 +33,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -77,21 +77,30 @@ def _shard_schema() -> Any:
     return pa.schema([(name, types.get(name, pa.large_string())) for name in SHARD_COLUMNS])
 
 
+def string_array(values: Sequence[str] | str, n: int = 0, large: bool = False) -> Any:
+    """A pyarrow (large_)string array of ``values``, or of ``n`` times one string, built from numpy
+    buffers: pyarrow's conversion of Python lists (``pa.array``) imports pandas on first use, half a
+    second and 50 MB more in every process of the build."""
+    import pyarrow as pa
+
+    kind, offset_type = (pa.large_string(), np.int64) if large else (pa.string(), np.int32)
+    if isinstance(values, str):
+        one = values.encode("utf-8")
+        offsets, data = np.arange(n + 1, dtype=offset_type) * len(one), one * n
+    else:
+        encoded = [v.encode("utf-8") for v in values]
+        offsets = np.zeros(len(encoded) + 1, dtype=offset_type)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        data, n = b"".join(encoded), len(encoded)
+    return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
 def _batch(rows: list[list[Any]], schema: Any) -> Any:
-    """One record batch of shard rows, its arrays built from numpy buffers: pyarrow's conversion of
-    Python lists (``pa.array``) imports pandas on first use, half a second and 50 MB more in every
-    worker process of the per-source phase."""
+    """One record batch of shard rows, its arrays built from numpy buffers (see :func:`string_array`)."""
     import pyarrow as pa
 
     def buffer(values: Any, dtype: Any) -> Any:
         return pa.py_buffer(np.ascontiguousarray(np.asarray(values, dtype=dtype)))
-
-    def strings(values: Iterable[str]) -> Any:
-        encoded = [v.encode("utf-8") for v in values]
-        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum([len(e) for e in encoded], out=offsets[1:])
-        return pa.Array.from_buffers(pa.large_string(), len(encoded), [None, pa.py_buffer(offsets),
-                                                                        pa.py_buffer(b"".join(encoded))])  # fmt: skip
 
     n = len(rows)
     columns = list(zip(*rows, strict=True))
@@ -106,10 +115,11 @@ def _batch(rows: list[list[Any]], schema: Any) -> Any:
         elif name == "tags":
             counts = np.zeros(n + 1, dtype=np.int32)
             np.cumsum([len(tags) for tags in values], out=counts[1:])
+            tags = string_array([t for tags in values for t in tags], large=True)
             arrays.append(pa.Array.from_buffers(schema.field("tags").type, n, [None, pa.py_buffer(counts)],
-                                                children=[strings(t for tags in values for t in tags)]))  # fmt: skip
+                                                children=[tags]))  # fmt: skip
         else:
-            arrays.append(strings(values))
+            arrays.append(string_array(values, large=True))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
